@@ -1,0 +1,454 @@
+//! Request bodies of the task endpoints, parsed into validated changes.
+//!
+//! POST and PUT take a whole task (absent optional fields take their defaults); PATCH takes
+//! only the fields to change, where `null` clears an optional field. Old clients sent
+//! `due_date`, `is_recurring` and `recurring_interval`: those are accepted too.
+
+use crate::error::ApiError;
+use crate::recurrence::{Recurrence, RecurrenceInput};
+use crate::tasks::model::{Priority, parse_description, parse_tags, parse_title};
+use crate::tasks::time::parse_utc;
+use crate::validation::{Errors, FieldError};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// Largest accepted request body; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Fields the server owns. Clients that send back what they read may include them; they are
+/// ignored rather than rejected.
+const READ_ONLY: &[&str] = &["id", "user_id", "completed_at", "created_at", "updated_at"];
+
+/// Validated changes to a task. `None` leaves a field as it is; for optional fields
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChanges {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub completed: Option<bool>,
+    pub priority: Option<Priority>,
+    pub tags: Option<Vec<String>>,
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub recurrence: Option<Option<Recurrence>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Every field is set: missing optional fields take their defaults, title is required.
+    Whole,
+    /// Only the fields present change.
+    Partial,
+}
+
+/// Body of `POST /api/{user_id}/tasks`.
+pub fn parse_create(body: &[u8]) -> Result<TaskChanges, ApiError> {
+    parse(body, Mode::Whole)
+}
+
+/// Body of `PUT /api/{user_id}/tasks/{id}`.
+pub fn parse_replace(body: &[u8]) -> Result<TaskChanges, ApiError> {
+    parse(body, Mode::Whole)
+}
+
+/// Body of `PATCH /api/{user_id}/tasks/{id}`.
+pub fn parse_patch(body: &[u8]) -> Result<TaskChanges, ApiError> {
+    parse(body, Mode::Partial)
+}
+
+/// Body of `PATCH|POST /api/{user_id}/tasks/{id}/complete`: empty to toggle, or
+/// `{"completed": bool}` to set.
+pub fn parse_complete(body: &[u8]) -> Result<Option<bool>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let map = parse_object(body)?;
+    let mut errors = Errors::default();
+    for key in map.keys().filter(|k| k.as_str() != "completed") {
+        errors.push(FieldError::new(
+            key.clone(),
+            "is not accepted here; send only completed",
+        ));
+    }
+    let completed = match map.get("completed") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            errors.push(expected("completed", "true or false", other));
+            None
+        }
+        None => None,
+    };
+    errors.finish(|| completed).map_err(ApiError::from)
+}
+
+/// Parses a JSON object body; malformed JSON is a 400, a non-object or invalid fields 422.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "malformed JSON at line {} column {}: {}",
+            e.line(),
+            e.column(),
+            describe_json_error(&e)
+        ))
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ApiError::invalid(
+            "",
+            format!("the body must be a JSON object, not {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn describe_json_error(error: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; the position is reported separately.
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn expected(field: &str, what: &str, got: &Value) -> FieldError {
+    FieldError::new(field, format!("must be {what}, not {}", json_kind(got)))
+}
+
+fn parse(body: &[u8], mode: Mode) -> Result<TaskChanges, ApiError> {
+    let map = parse_object(body)?;
+    let mut errors = Errors::default();
+    let mut changes = TaskChanges::default();
+    let whole = mode == Mode::Whole;
+
+    for key in map.keys() {
+        let known = matches!(
+            key.as_str(),
+            "title"
+                | "description"
+                | "completed"
+                | "priority"
+                | "tags"
+                | "due_at"
+                | "due_date"
+                | "recurrence"
+                | "is_recurring"
+                | "recurring_interval"
+        );
+        if !known && !READ_ONLY.contains(&key.as_str()) {
+            errors.push(FieldError::new(key.clone(), "is not a known task field"));
+        }
+    }
+
+    changes.title = match map.get("title") {
+        Some(Value::String(s)) => errors.take(parse_title(s)),
+        Some(other) => {
+            errors.push(expected("title", "a string", other));
+            None
+        }
+        None if whole => {
+            errors.push(FieldError::new("title", "is required"));
+            None
+        }
+        None => None,
+    };
+
+    changes.description = match map.get("description") {
+        Some(Value::String(s)) => errors.take(parse_description(s)),
+        Some(Value::Null) => Some(None),
+        Some(other) => {
+            errors.push(expected("description", "a string or null", other));
+            None
+        }
+        None => whole.then_some(None),
+    };
+
+    changes.completed = match map.get("completed") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            errors.push(expected("completed", "true or false", other));
+            None
+        }
+        None => whole.then_some(false),
+    };
+
+    changes.priority = match map.get("priority") {
+        Some(Value::String(s)) => match Priority::parse(s) {
+            Some(p) => Some(p),
+            None => {
+                errors.push(FieldError::new(
+                    "priority",
+                    format!("must be one of {}", Priority::NAMES),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(expected("priority", "a string", other));
+            None
+        }
+        None => whole.then_some(Priority::default()),
+    };
+
+    changes.tags = match map.get("tags") {
+        Some(Value::Array(items)) => {
+            let strings: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            match strings {
+                Some(strings) => errors.take(parse_tags(strings)),
+                None => {
+                    errors.push(FieldError::new("tags", "must be an array of strings"));
+                    None
+                }
+            }
+        }
+        Some(Value::Null) => Some(Vec::new()),
+        Some(other) => {
+            errors.push(expected("tags", "an array of strings", other));
+            None
+        }
+        None => whole.then(Vec::new),
+    };
+
+    changes.due_at = parse_due(&map, whole, &mut errors);
+    changes.recurrence = parse_recurrence(&map, whole, &mut errors);
+
+    errors.finish(|| changes).map_err(ApiError::from)
+}
+
+fn parse_due(
+    map: &Map<String, Value>,
+    whole: bool,
+    errors: &mut Errors,
+) -> Option<Option<DateTime<Utc>>> {
+    let (field, value) = match (map.get("due_at"), map.get("due_date")) {
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                "due_date",
+                "send either due_at or the older due_date, not both",
+            ));
+            return None;
+        }
+        (Some(v), None) => ("due_at", v),
+        (None, Some(v)) => ("due_date", v),
+        (None, None) => return whole.then_some(None),
+    };
+    match value {
+        Value::String(s) => errors
+            .take(parse_utc(s).map_err(|m| FieldError::new(field, m)))
+            .map(Some),
+        Value::Null => Some(None),
+        other => {
+            errors.push(expected(
+                field,
+                "an RFC 3339 date-time string or null",
+                other,
+            ));
+            None
+        }
+    }
+}
+
+fn parse_recurrence(
+    map: &Map<String, Value>,
+    whole: bool,
+    errors: &mut Errors,
+) -> Option<Option<Recurrence>> {
+    if let Some(value) = map.get("recurrence") {
+        if map.contains_key("is_recurring") || map.contains_key("recurring_interval") {
+            errors.push(FieldError::new(
+                "recurrence",
+                "send either recurrence or the older is_recurring/recurring_interval, not both",
+            ));
+            return None;
+        }
+        return match value {
+            Value::Null => Some(None),
+            Value::Object(_) => match serde_json::from_value::<RecurrenceInput>(value.clone()) {
+                Ok(input) => errors.take_all(Recurrence::parse(input)).map(Some),
+                Err(e) => {
+                    errors.push(FieldError::new("recurrence", describe_json_error(&e)));
+                    None
+                }
+            },
+            other => {
+                errors.push(expected("recurrence", "an object or null", other));
+                None
+            }
+        };
+    }
+    let interval = match map.get("recurring_interval") {
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(Value::Null) | None => None,
+        Some(other) => {
+            errors.push(expected("recurring_interval", "a string", other));
+            return None;
+        }
+    };
+    match (map.get("is_recurring"), interval) {
+        (Some(Value::Bool(true)), Some(interval)) | (None, Some(interval)) => errors
+            .take(Recurrence::from_legacy(interval).map_err(|mut e| {
+                e.field = "recurring_interval".to_owned();
+                e
+            }))
+            .map(Some),
+        (Some(Value::Bool(true)), None) => {
+            errors.push(FieldError::new(
+                "recurring_interval",
+                "is required when is_recurring is true",
+            ));
+            None
+        }
+        (Some(Value::Bool(false)), _) => Some(None),
+        (Some(other), _) => {
+            errors.push(expected("is_recurring", "true or false", other));
+            None
+        }
+        (None, None) => whole.then_some(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: Value) -> Vec<u8> {
+        serde_json::to_vec(&value).expect("json")
+    }
+
+    fn fields(error: ApiError) -> Vec<String> {
+        match error {
+            ApiError::Unprocessable { errors } => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_fills_defaults() {
+        let changes = parse_create(&body(json!({"title": " Pay rent "}))).expect("valid");
+        assert_eq!(changes.title.as_deref(), Some("Pay rent"));
+        assert_eq!(changes.priority, Some(Priority::Medium));
+        assert_eq!(changes.tags, Some(vec![]));
+        assert_eq!(changes.due_at, Some(None));
+        assert_eq!(changes.completed, Some(false));
+    }
+
+    #[test]
+    fn patch_touches_only_given_fields_and_null_clears() {
+        let changes =
+            parse_patch(&body(json!({"description": null, "tags": ["a"]}))).expect("valid");
+        assert_eq!(changes.title, None);
+        assert_eq!(changes.priority, None);
+        assert_eq!(changes.description, Some(None));
+        assert_eq!(changes.tags, Some(vec!["a".to_owned()]));
+        assert_eq!(changes.due_at, None);
+    }
+
+    #[test]
+    fn malformed_json_is_a_400_and_wrong_shapes_are_422() {
+        assert_eq!(
+            parse_create(b"{\"title\": ").map_err(|e| e.status()),
+            Err(400)
+        );
+        assert_eq!(parse_create(b"").map_err(|e| e.status()), Err(400));
+        assert_eq!(parse_create(b"[1]").map_err(|e| e.status()), Err(422));
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let cases = vec![
+            (json!({}), vec!["title"], "title is required"),
+            (json!({"title": 5}), vec!["title"], "title must be a string"),
+            (
+                json!({"title": "t", "priority": "urgent"}),
+                vec!["priority"],
+                "unknown priority",
+            ),
+            (
+                json!({"title": "t", "due_at": "2026-01-01T10:00:00"}),
+                vec!["due_at"],
+                "no offset",
+            ),
+            (
+                json!({"title": "t", "tags": [1]}),
+                vec!["tags"],
+                "non-string tag",
+            ),
+            (
+                json!({"title": "t", "colour": "red"}),
+                vec!["colour"],
+                "unknown field",
+            ),
+            (
+                json!({"title": "t", "completed": "yes"}),
+                vec!["completed"],
+                "not a bool",
+            ),
+            (
+                json!({"title": "", "priority": 3, "description": 1}),
+                vec!["title", "description", "priority"],
+                "three at once",
+            ),
+            (
+                json!({"title": "t", "is_recurring": true}),
+                vec!["recurring_interval"],
+                "legacy",
+            ),
+        ];
+        for (value, expected, name) in cases {
+            let error = parse_create(&body(value)).expect_err(name);
+            assert_eq!(fields(error), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn complete_toggles_or_sets() {
+        assert_eq!(parse_complete(b""), Ok(None));
+        assert_eq!(parse_complete(b"{\"completed\": false}"), Ok(Some(false)));
+        assert_eq!(parse_complete(b"{}"), Ok(None));
+        assert_eq!(
+            parse_complete(b"{\"completed\": 1}").map_err(|e| e.status()),
+            Err(422)
+        );
+        assert_eq!(
+            parse_complete(b"{\"title\": \"x\"}").map_err(|e| e.status()),
+            Err(422)
+        );
+    }
+
+    #[test]
+    fn read_only_fields_are_ignored() {
+        let changes = parse_replace(&body(json!({
+            "id": "x", "title": "t", "created_at": "whenever", "updated_at": 1
+        })))
+        .expect("valid");
+        assert_eq!(changes.title.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn legacy_fields_are_understood() {
+        let changes = parse_create(&body(json!({
+            "title": "t", "due_date": "2026-01-01T10:00:00+01:00",
+            "is_recurring": true, "recurring_interval": "weekly"
+        })))
+        .expect("valid");
+        assert_eq!(
+            changes.due_at.flatten().map(|d| d.to_rfc3339()),
+            Some("2026-01-01T09:00:00+00:00".to_owned())
+        );
+        assert!(matches!(changes.recurrence, Some(Some(_))));
+    }
+}

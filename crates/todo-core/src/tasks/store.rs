@@ -1,0 +1,224 @@
+//! All SQL of the `tasks` table (schema: migrations/0001_tasks.sql).
+//!
+//! Writes are single statements: the task change and the events it causes (rows of the
+//! `outbox` table) commit together or not at all, with no transaction left open across calls.
+//! Updates and deletes are conditional on the version that was read, so a concurrent writer
+//! makes the statement touch nothing instead of silently overwriting.
+
+use crate::sql::{Builder, SqlValue, Statement};
+use crate::tasks::model::{Task, tag_keys};
+use uuid::Uuid;
+
+/// Column order every task query selects; the components decode rows in this order.
+pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, completed_at, \
+     priority, tags, due_at, recurrence, created_at, updated_at, version";
+
+/// An event to store with a task change, for the relay to publish (see `events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub topic: String,
+    pub event: serde_json::Value,
+}
+
+pub fn get(user_id: &str, id: Uuid) -> Statement {
+    Statement::new(
+        format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"),
+        vec![SqlValue::Uuid(id), SqlValue::Text(user_id.to_owned())],
+    )
+}
+
+fn recurrence_value(task: &Task) -> SqlValue {
+    match &task.recurrence {
+        Some(r) => SqlValue::Jsonb(serde_json::to_value(r).unwrap_or_default()),
+        None => SqlValue::Null,
+    }
+}
+
+/// Inserts a task with its events. Returns one row: the number of tasks inserted (1).
+pub fn insert(task: &Task, events: &[OutboxRow]) -> Statement {
+    let mut sql = Builder::new(
+        "with written as (insert into tasks (id, user_id, title, description, completed, \
+         completed_at, priority, tags, tag_keys, due_at, recurrence, created_at, updated_at, \
+         version) values (",
+    );
+    let values = [
+        SqlValue::Uuid(task.id),
+        SqlValue::Text(task.user_id.clone()),
+        SqlValue::Text(task.title.clone()),
+        task.description.clone().into(),
+        SqlValue::Bool(task.completed),
+        task.completed_at.into(),
+        SqlValue::Int16(task.priority.rank()),
+        SqlValue::TextArray(task.tags.clone()),
+        SqlValue::TextArray(tag_keys(&task.tags)),
+        task.due_at.into(),
+        recurrence_value(task),
+        SqlValue::Timestamp(task.created_at),
+        SqlValue::Timestamp(task.updated_at),
+        SqlValue::Int64(task.version),
+    ];
+    let casts = [
+        "uuid",
+        "text",
+        "text",
+        "text",
+        "bool",
+        "timestamptz",
+        "int2",
+        "text[]",
+        "text[]",
+        "timestamptz",
+        "jsonb",
+        "timestamptz",
+        "timestamptz",
+        "int8",
+    ];
+    let placeholders: Vec<String> = values
+        .into_iter()
+        .zip(casts)
+        .map(|(value, cast)| format!("{}::{cast}", sql.bind(value)))
+        .collect();
+    sql.push(&placeholders.join(", "));
+    sql.push(") returning id)");
+    push_outbox(&mut sql, events);
+    sql.push(" select count(*) from written");
+    sql.build()
+}
+
+/// Replaces a task's fields if it still has version `expected_version`. Returns one row: the
+/// number of tasks updated (0 when it changed or vanished in between).
+pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
+    let mut sql = Builder::new("with written as (update tasks set ");
+    let sets = [
+        ("title", SqlValue::Text(task.title.clone()), "text"),
+        ("description", task.description.clone().into(), "text"),
+        ("completed", SqlValue::Bool(task.completed), "bool"),
+        ("completed_at", task.completed_at.into(), "timestamptz"),
+        ("priority", SqlValue::Int16(task.priority.rank()), "int2"),
+        ("tags", SqlValue::TextArray(task.tags.clone()), "text[]"),
+        (
+            "tag_keys",
+            SqlValue::TextArray(tag_keys(&task.tags)),
+            "text[]",
+        ),
+        ("due_at", task.due_at.into(), "timestamptz"),
+        ("recurrence", recurrence_value(task), "jsonb"),
+        (
+            "updated_at",
+            SqlValue::Timestamp(task.updated_at),
+            "timestamptz",
+        ),
+        ("version", SqlValue::Int64(task.version), "int8"),
+    ];
+    let assignments: Vec<String> = sets
+        .into_iter()
+        .map(|(column, value, cast)| format!("{column} = {}::{cast}", sql.bind(value)))
+        .collect();
+    sql.push(&assignments.join(", "));
+    push_where_version(&mut sql, task, expected_version);
+    push_outbox(&mut sql, events);
+    sql.push(" select count(*) from written");
+    sql.build()
+}
+
+/// Deletes a task if it still has version `expected_version`. Returns one row: the number of
+/// tasks deleted.
+pub fn delete(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
+    let mut sql = Builder::new("with written as (delete from tasks");
+    push_where_version(&mut sql, task, expected_version);
+    push_outbox(&mut sql, events);
+    sql.push(" select count(*) from written");
+    sql.build()
+}
+
+fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
+    let id = sql.bind(SqlValue::Uuid(task.id));
+    let user = sql.bind(SqlValue::Text(task.user_id.clone()));
+    let version = sql.bind(SqlValue::Int64(expected_version));
+    sql.push(&format!(
+        " where id = {id}::uuid and user_id = {user}::text and version = {version}::int8 returning id)"
+    ));
+}
+
+/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write
+/// touched a row. `ord` keeps the outbox sequence in the order the events were given.
+fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
+    if events.is_empty() {
+        return;
+    }
+    sql.push(
+        ", outbox_rows as (insert into outbox (event_id, user_id, topic, event) \
+         select v.event_id, v.user_id, v.topic, v.event from (values ",
+    );
+    let rows: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(ord, row)| {
+            let ord = sql.bind(SqlValue::Int32(ord as i32));
+            let id = sql.bind(SqlValue::Uuid(row.event_id));
+            let user = sql.bind(SqlValue::Text(row.user_id.clone()));
+            let topic = sql.bind(SqlValue::Text(row.topic.clone()));
+            let event = sql.bind(SqlValue::Jsonb(row.event.clone()));
+            format!("({ord}::int4, {id}::uuid, {user}::text, {topic}::text, {event}::jsonb)")
+        })
+        .collect();
+    sql.push(&rows.join(", "));
+    sql.push(
+        ") as v(ord, event_id, user_id, topic, event) \
+         where exists (select 1 from written) order by v.ord)",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::input::TaskChanges;
+    use crate::tasks::model::UserId;
+    use chrono::Utc;
+
+    fn task() -> Task {
+        let changes = TaskChanges {
+            title: Some("x'); drop table tasks; --".into()),
+            ..TaskChanges::default()
+        };
+        let user = UserId::parse("alice").expect("valid");
+        Task::create(Uuid::now_v7(), &user, changes, Utc::now())
+    }
+
+    fn placeholders(sql: &str) -> usize {
+        (1..=200)
+            .take_while(|n| sql.contains(&format!("${n}")))
+            .count()
+    }
+
+    #[test]
+    fn every_value_is_a_parameter() {
+        let task = task();
+        let event = OutboxRow {
+            event_id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            topic: "tasks".into(),
+            event: serde_json::json!({"title": task.title}),
+        };
+        for statement in [
+            insert(&task, std::slice::from_ref(&event)),
+            update(&task, 1, std::slice::from_ref(&event)),
+            delete(&task, 1, std::slice::from_ref(&event)),
+            get("alice", task.id),
+        ] {
+            assert!(!statement.sql.contains("drop table"), "{}", statement.sql);
+            assert!(!statement.sql.contains("alice"), "{}", statement.sql);
+            assert_eq!(placeholders(&statement.sql), statement.params.len());
+        }
+    }
+
+    #[test]
+    fn writes_are_scoped_by_user_and_version() {
+        let sql = update(&task(), 7, &[]).sql;
+        assert!(sql.contains("user_id = $"), "{sql}");
+        assert!(sql.contains("version = $"), "{sql}");
+        assert!(!sql.contains("outbox"), "no events, no outbox insert");
+    }
+}
