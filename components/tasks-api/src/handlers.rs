@@ -1,0 +1,222 @@
+//! One function per operation. Each validates through the core, writes the task change and
+//! its events in one statement, and leaves publishing to run after the response.
+
+use crate::request::{header, json_body};
+use crate::routes::{self, Action};
+use http::{HeaderValue, StatusCode, header as h};
+use spin_sdk::http::Request;
+use todo_adapters::db::Db;
+use todo_adapters::publish::Publisher;
+use todo_adapters::reply::{self, Reply};
+use todo_adapters::vars;
+use todo_core::auth::AuthConfig;
+use todo_core::error::ApiError;
+use todo_core::events::EventContext;
+use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
+use uuid::Uuid;
+
+/// How often a write re-reads and retries when another request changed the task in between.
+const WRITE_ATTEMPTS: usize = 3;
+/// Events a request publishes itself before leaving the rest to the relay.
+const INLINE_BATCH: i64 = 20;
+
+struct Ctx {
+    user: UserId,
+    db: Db,
+    db_url: String,
+    events: EventContext,
+    if_match: Option<String>,
+    location: String,
+}
+
+pub async fn handle(req: Request) -> Result<Reply, ApiError> {
+    // Only the `/api/:user_id/tasks[/...]` routes carry the user id; the catch-all does not.
+    let raw_user = header(req.headers(), "spin-path-match-user-id")
+        .ok_or_else(routes::not_found)?
+        .to_owned();
+    let user = UserId::parse(&raw_user).map_err(|_| routes::not_found())?;
+    let collection = format!("/api/{raw_user}/tasks");
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(&collection)
+        .ok_or_else(routes::not_found)?
+        .to_owned();
+    let action = routes::parse(req.method().as_str(), &rest)?;
+
+    let auth = AuthConfig::new(
+        &vars::get("auth_enabled").await?,
+        &vars::get("jwt_secret").await?,
+    );
+    auth.authorize(header(req.headers(), "authorization"), user.as_str())?;
+
+    let db_url = vars::get("db_url").await?;
+    let ctx = Ctx {
+        db: Db::open(&db_url).await?,
+        db_url,
+        events: EventContext {
+            source: vars::get("event_source").await?,
+            topic: vars::get("topic_tasks").await?,
+            traceparent: header(req.headers(), "traceparent").map(str::to_owned),
+        },
+        if_match: header(req.headers(), "if-match").map(str::to_owned),
+        location: collection,
+        user,
+    };
+    let query = req.uri().query().unwrap_or("").to_owned();
+
+    let (reply, wrote) = match action {
+        Action::List => (list_tasks(&ctx, &query).await?, false),
+        Action::Get(id) => (get_task(&ctx, id).await?, false),
+        Action::Create => (create_task(&ctx, &json_body(req).await?).await?, true),
+        Action::Replace(id) => {
+            let changes = tasks::parse_replace(&json_body(req).await?)?;
+            update_task(&ctx, id, |_| Ok(changes.clone())).await?
+        }
+        Action::Patch(id) => {
+            let changes = tasks::parse_patch(&json_body(req).await?)?;
+            update_task(&ctx, id, |_| Ok(changes.clone())).await?
+        }
+        Action::Complete(id) => {
+            let set = tasks::parse_complete(&json_body(req).await?)?;
+            update_task(&ctx, id, |current| {
+                Ok(TaskChanges {
+                    completed: Some(set.unwrap_or(!current.completed)),
+                    ..TaskChanges::default()
+                })
+            })
+            .await?
+        }
+        Action::Delete(id) => (delete_task(&ctx, id).await?, true),
+    };
+    if wrote {
+        publish_after_response(ctx.db_url, ctx.user.as_str().to_owned());
+    }
+    Ok(reply)
+}
+
+async fn list_tasks(ctx: &Ctx, query: &str) -> Result<Reply, ApiError> {
+    let query = ListQuery::parse(query)?;
+    let tasks = ctx.db.tasks(query.statement(ctx.user.as_str())).await?;
+    Ok(reply::json(StatusCode::OK, &query.page(tasks)))
+}
+
+async fn load(ctx: &Ctx, id: Uuid) -> Result<Task, ApiError> {
+    ctx.db
+        .tasks(store::get(ctx.user.as_str(), id))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no task has the id '{id}'")))
+}
+
+async fn get_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
+    let task = load(ctx, id).await?;
+    Ok(with_etag(reply::json(StatusCode::OK, &task), &task))
+}
+
+async fn create_task(ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiError> {
+    let changes = tasks::parse_create(body)?;
+    let now = time::now();
+    let task = Task::create(Uuid::now_v7(), &ctx.user, changes, now);
+    let events = [ctx.events.created(&task, now)];
+    ctx.db.count(store::insert(&task, &events)).await?;
+    let mut response = with_etag(reply::json(StatusCode::CREATED, &task), &task);
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{}", ctx.location, task.id)) {
+        response.headers_mut().insert(h::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Read, apply, write-if-unchanged; retried when a concurrent write got there first.
+/// Returns the reply and whether anything was written.
+async fn update_task(
+    ctx: &Ctx,
+    id: Uuid,
+    changes_for: impl Fn(&Task) -> Result<TaskChanges, ApiError>,
+) -> Result<(Reply, bool), ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let current = load(ctx, id).await?;
+        check_if_match(ctx, &current)?;
+        let now = time::now();
+        let (next, changed) = current.apply(&changes_for(&current)?, now);
+        if changed.is_empty() {
+            return Ok((
+                with_etag(reply::json(StatusCode::OK, &current), &current),
+                false,
+            ));
+        }
+        let events = ctx.events.for_change(&next, &changed, now);
+        if ctx
+            .db
+            .count(store::update(&next, current.version, &events))
+            .await?
+            == 1
+        {
+            return Ok((with_etag(reply::json(StatusCode::OK, &next), &next), true));
+        }
+    }
+    Err(conflict())
+}
+
+async fn delete_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let current = load(ctx, id).await?;
+        check_if_match(ctx, &current)?;
+        let events = [ctx.events.deleted(&current, time::now())];
+        if ctx
+            .db
+            .count(store::delete(&current, current.version, &events))
+            .await?
+            == 1
+        {
+            return Ok(reply::empty(StatusCode::NO_CONTENT));
+        }
+    }
+    Err(conflict())
+}
+
+fn conflict() -> ApiError {
+    ApiError::Conflict {
+        detail: "the task kept changing while this request applied; retry".to_owned(),
+    }
+}
+
+/// RFC 9110 `If-Match`: `*` or a list of entity tags, one of which must be current.
+fn check_if_match(ctx: &Ctx, task: &Task) -> Result<(), ApiError> {
+    let Some(if_match) = &ctx.if_match else {
+        return Ok(());
+    };
+    let etag = task.etag();
+    let matches = if_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag);
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::PreconditionFailed)
+    }
+}
+
+fn with_etag(mut response: Reply, task: &Task) -> Reply {
+    if let Ok(etag) = HeaderValue::from_str(&task.etag()) {
+        response.headers_mut().insert(h::ETAG, etag);
+    }
+    response
+}
+
+/// Publishes the user's pending events after the response has gone out (the component-model
+/// task keeps running once it has returned its value). Failure here never reaches the
+/// client: the events stay in the outbox and the relay delivers them.
+fn publish_after_response(db_url: String, user_id: String) {
+    spin_sdk::wit_bindgen::spawn(async move {
+        let flushed = async {
+            let publisher = Publisher::load().await?;
+            let db = Db::open(&db_url).await?;
+            publisher.flush_user(&db, &user_id, INLINE_BATCH).await
+        };
+        if let Err(error) = flushed.await {
+            eprintln!("publishing events of {user_id} left to the relay: {error}");
+        }
+    });
+}

@@ -1,0 +1,260 @@
+//! The PostgreSQL adapter: binds the core's [`SqlValue`]s to Spin's pg interface, decodes rows,
+//! and maps database failures to API errors.
+//!
+//! | core `SqlValue` | `spin_sdk::pg::ParameterValue` | PostgreSQL |
+//! |-----------------|--------------------------------|------------|
+//! | `Bool`          | `Boolean`                      | bool       |
+//! | `Int16/32/64`   | `Int16/32/64`                  | int2/4/8   |
+//! | `Text`          | `Str`                          | text       |
+//! | `TextArray`     | `ArrayStr`                     | text[]     |
+//! | `Int32Array`    | `ArrayInt32`                   | int4[]     |
+//! | `Uuid`          | `Uuid` (string form)           | uuid       |
+//! | `Timestamp`     | `Datetime` (UTC tuple)         | timestamptz|
+//! | `Jsonb`         | `Jsonb` (bytes)                | jsonb      |
+//! | `Null`          | `DbNull`                       | any        |
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError};
+use todo_core::error::ApiError;
+use todo_core::outbox::Pending;
+use todo_core::sql::{SqlValue, Statement};
+use todo_core::tasks::TaskRow;
+use uuid::Uuid;
+
+pub struct Db(Connection);
+
+impl Db {
+    /// Spin pools connections per URL on the host side, so opening per request is cheap.
+    pub async fn open(url: &str) -> Result<Self, ApiError> {
+        Connection::open(url).await.map(Db).map_err(map_error)
+    }
+
+    pub async fn rows(&self, statement: Statement) -> Result<Vec<Vec<DbValue>>, ApiError> {
+        let params: Vec<ParameterValue> = statement.params.into_iter().map(bind).collect();
+        let mut result = self
+            .0
+            .query(statement.sql, params)
+            .await
+            .map_err(map_error)?;
+        let mut rows = Vec::new();
+        while let Some(row) = result.rows().next().await {
+            rows.push(row);
+        }
+        result.result().await.map_err(map_error)?;
+        Ok(rows)
+    }
+
+    pub async fn execute(&self, statement: Statement) -> Result<u64, ApiError> {
+        let params: Vec<ParameterValue> = statement.params.into_iter().map(bind).collect();
+        self.0
+            .execute(statement.sql, params)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Rows selected with `outbox::PENDING_COLUMNS`.
+    pub async fn pending(&self, statement: Statement) -> Result<Vec<Pending>, ApiError> {
+        self.rows(statement)
+            .await?
+            .iter()
+            .map(|row| match row.as_slice() {
+                [
+                    DbValue::Int64(seq),
+                    DbValue::Uuid(id),
+                    DbValue::Str(topic),
+                    DbValue::Jsonb(event),
+                ] => Ok(Pending {
+                    seq: *seq,
+                    event_id: Uuid::parse_str(id)
+                        .map_err(|_| ApiError::internal(format!("outbox id {id}")))?,
+                    topic: topic.clone(),
+                    event: serde_json::from_slice(event)
+                        .map_err(|e| ApiError::internal(format!("outbox event: {e}")))?,
+                }),
+                other => Err(ApiError::internal(format!("outbox row {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// Runs a statement that returns a single count (e.g. `select count(*) from written`).
+    pub async fn count(&self, statement: Statement) -> Result<i64, ApiError> {
+        let rows = self.rows(statement).await?;
+        match rows.first().and_then(|row| row.first()) {
+            Some(DbValue::Int64(n)) => Ok(*n),
+            other => Err(ApiError::internal(format!(
+                "expected a count, got {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn tasks(
+        &self,
+        statement: Statement,
+    ) -> Result<Vec<todo_core::tasks::Task>, ApiError> {
+        self.rows(statement)
+            .await?
+            .into_iter()
+            .map(|row| decode_task(&row).and_then(|r| r.into_task().map_err(ApiError::internal)))
+            .collect()
+    }
+}
+
+fn bind(value: SqlValue) -> ParameterValue {
+    match value {
+        SqlValue::Null => ParameterValue::DbNull,
+        SqlValue::Bool(b) => ParameterValue::Boolean(b),
+        SqlValue::Int16(n) => ParameterValue::Int16(n),
+        SqlValue::Int32(n) => ParameterValue::Int32(n),
+        SqlValue::Int64(n) => ParameterValue::Int64(n),
+        SqlValue::Text(s) => ParameterValue::Str(s),
+        SqlValue::TextArray(v) => ParameterValue::ArrayStr(v.into_iter().map(Some).collect()),
+        SqlValue::Int32Array(v) => ParameterValue::ArrayInt32(v.into_iter().map(Some).collect()),
+        SqlValue::Int64Array(v) => ParameterValue::ArrayInt64(v.into_iter().map(Some).collect()),
+        SqlValue::Uuid(u) => ParameterValue::Uuid(u.to_string()),
+        SqlValue::Timestamp(t) => ParameterValue::Datetime((
+            t.year(),
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond(),
+        )),
+        SqlValue::Jsonb(v) => ParameterValue::Jsonb(serde_json::to_vec(&v).unwrap_or_default()),
+    }
+}
+
+/// SQLSTATE classes that mean "the database is not reachable right now": connection
+/// exceptions (08), operator intervention such as shutdown (57P0x), insufficient resources (53).
+fn is_unavailable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53")
+}
+
+/// Maps a pg failure: unreachable database -> 503, anything else -> 500 (logged).
+pub fn map_error(error: pg::Error) -> ApiError {
+    match &error {
+        pg::Error::PgError(PgError::ConnectionFailed(_)) => ApiError::Unavailable {
+            detail: error.to_string(),
+        },
+        pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db)))
+            if is_unavailable(&db.code) =>
+        {
+            ApiError::Unavailable {
+                detail: db.as_text.clone(),
+            }
+        }
+        // Unstructured query failures come from the connection itself (closed, reset).
+        pg::Error::PgError(PgError::QueryFailed(QueryError::Text(text))) => ApiError::Unavailable {
+            detail: text.clone(),
+        },
+        _ => ApiError::internal(error.to_string()),
+    }
+}
+
+/// The SQLSTATE of a database error, to map constraint violations at the query.
+pub fn sqlstate(error: &pg::Error) -> Option<&str> {
+    match error {
+        pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => Some(&db.code),
+        _ => None,
+    }
+}
+
+fn text(value: &DbValue, column: &str) -> Result<String, ApiError> {
+    match value {
+        DbValue::Str(s) => Ok(s.clone()),
+        other => Err(unexpected(column, other)),
+    }
+}
+
+fn opt_text(value: &DbValue, column: &str) -> Result<Option<String>, ApiError> {
+    match value {
+        DbValue::DbNull => Ok(None),
+        other => text(other, column).map(Some),
+    }
+}
+
+fn time(value: &DbValue, column: &str) -> Result<DateTime<Utc>, ApiError> {
+    match value {
+        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => {
+            NaiveDate::from_ymd_opt(*y, u32::from(*mo), u32::from(*d))
+                .and_then(|date| {
+                    date.and_hms_nano_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *ns)
+                })
+                .map(|naive| naive.and_utc())
+                .ok_or_else(|| unexpected(column, value))
+        }
+        other => Err(unexpected(column, other)),
+    }
+}
+
+fn opt_time(value: &DbValue, column: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match value {
+        DbValue::DbNull => Ok(None),
+        other => time(other, column).map(Some),
+    }
+}
+
+fn unexpected(column: &str, value: &DbValue) -> ApiError {
+    ApiError::internal(format!("column {column}: unexpected {value:?}"))
+}
+
+/// Decodes a row selected with `TASK_COLUMNS`.
+fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
+    let [
+        id,
+        user_id,
+        title,
+        description,
+        completed,
+        completed_at,
+        priority,
+        tags,
+        due_at,
+        recurrence,
+        created_at,
+        updated_at,
+        version,
+    ] = row
+    else {
+        return Err(ApiError::internal(format!(
+            "task row has {} columns",
+            row.len()
+        )));
+    };
+    Ok(TaskRow {
+        id: match id {
+            DbValue::Uuid(s) => Uuid::parse_str(s).map_err(|_| unexpected("id", id))?,
+            other => return Err(unexpected("id", other)),
+        },
+        user_id: text(user_id, "user_id")?,
+        title: text(title, "title")?,
+        description: opt_text(description, "description")?,
+        completed: match completed {
+            DbValue::Boolean(b) => *b,
+            other => return Err(unexpected("completed", other)),
+        },
+        completed_at: opt_time(completed_at, "completed_at")?,
+        priority: match priority {
+            DbValue::Int16(n) => *n,
+            other => return Err(unexpected("priority", other)),
+        },
+        tags: match tags {
+            DbValue::ArrayStr(items) => items.iter().flatten().cloned().collect(),
+            other => return Err(unexpected("tags", other)),
+        },
+        due_at: opt_time(due_at, "due_at")?,
+        recurrence: match recurrence {
+            DbValue::DbNull => None,
+            DbValue::Jsonb(bytes) => Some(
+                serde_json::from_slice(bytes).map_err(|_| unexpected("recurrence", recurrence))?,
+            ),
+            other => return Err(unexpected("recurrence", other)),
+        },
+        created_at: time(created_at, "created_at")?,
+        updated_at: time(updated_at, "updated_at")?,
+        version: match version {
+            DbValue::Int64(n) => *n,
+            other => return Err(unexpected("version", other)),
+        },
+    })
+}

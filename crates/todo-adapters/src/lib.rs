@@ -1,0 +1,9 @@
+//! Spin-side plumbing shared by the components: the PostgreSQL adapter, publishing to the Dapr
+//! sidecar, reading variables and request bodies, and rendering responses.
+//!
+//! Domain rules stay in `todo-core`; this crate only moves bytes between Spin and the core.
+
+pub mod db;
+pub mod publish;
+pub mod reply;
+pub mod vars;

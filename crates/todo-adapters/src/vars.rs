@@ -1,0 +1,18 @@
+//! Reading Spin variables. A missing or unreadable variable is a deployment mistake: it is
+//! logged and answered as an internal error, never guessed.
+
+use spin_sdk::variables;
+use todo_core::error::ApiError;
+
+pub async fn get(name: &str) -> Result<String, ApiError> {
+    variables::get(name)
+        .await
+        .map_err(|e| ApiError::internal(format!("variable {name}: {e:?}")))
+}
+
+pub async fn number<T: std::str::FromStr>(name: &str) -> Result<T, ApiError> {
+    let raw = get(name).await?;
+    raw.trim()
+        .parse()
+        .map_err(|_| ApiError::internal(format!("variable {name} = '{raw}' is not a number")))
+}
