@@ -1,0 +1,96 @@
+# Shared by scripts/test.sh, scripts/run.sh and scripts/bench.sh: installs what a fresh Debian
+# machine lacks and runs a throwaway PostgreSQL on a free loopback port.
+# Source it; it defines functions only.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+COMPONENTS=(tasks-api subscriptions event-intake)
+COMPONENT_FLAGS=()
+for c in "${COMPONENTS[@]}"; do COMPONENT_FLAGS+=(-p "$c"); done
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin.
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$dir" ] || [ ! -x "$dir/initdb" ]; then
+    apt_install postgresql postgresql-contrib
+    dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  echo "$dir"
+}
+
+ensure_rust_targets() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "rustup target add wasm32-wasip2"
+    rustup target add wasm32-wasip2
+  fi
+}
+
+build_components() {
+  log "building components (wasm32-wasip2, release)"
+  (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip2 "${COMPONENT_FLAGS[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts PostgreSQL in a temporary directory on a free port, owned by the `postgres` user
+# (initdb and postgres refuse to run as root). Sets PG_PORT, PG_DIR and PG_ADMIN_URL and
+# registers cleanup. Stops only the server it started.
+start_postgres() {
+  local bin user
+  bin=$(pg_bin)
+  PG_DIR=$(mktemp -d /tmp/todo-pg.XXXXXX)
+  PG_PORT=$(free_port)
+  user=$(id -un)
+  if [ "$(id -u)" -eq 0 ]; then
+    user=postgres
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$PG_DIR"
+  fi
+  run_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT ($PG_DIR)"
+  run_pg "'$bin/initdb' -D '$PG_DIR/data' -U postgres -A trust -E UTF8 --locale=C.UTF-8 >'$PG_DIR/initdb.log' 2>&1"
+  run_pg "'$bin/pg_ctl' -D '$PG_DIR/data' -l '$PG_DIR/server.log' -w -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off\" start >/dev/null"
+  PG_BIN=$bin
+  PG_ADMIN_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  export PG_PORT PG_DIR PG_BIN PG_ADMIN_URL
+  trap stop_postgres EXIT
+}
+
+stop_postgres() {
+  if [ -n "${PG_DIR:-}" ] && [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    log "stopping PostgreSQL"
+    if [ "$(id -u)" -eq 0 ]; then
+      su postgres -s /bin/sh -c "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -m fast stop" >/dev/null 2>&1 || true
+    else
+      "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+    fi
+  fi
+  [ -n "${PG_DIR:-}" ] && rm -rf "$PG_DIR"
+}
+
+# Creates database $1 and applies migrations/ with the same script the Kubernetes Job runs.
+create_database() {
+  local name=$1
+  psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "create database \"$name\"" >/dev/null
+  PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=$name MIGRATIONS_DIR="$ROOT/migrations" \
+    sh "$ROOT/k8s/base/postgres/migrate.sh" >&2
+}
