@@ -194,6 +194,13 @@ fn opt_time(value: &DbValue, column: &str) -> Result<Option<DateTime<Utc>>, ApiE
     }
 }
 
+fn int32(value: &DbValue, column: &str) -> Result<i32, ApiError> {
+    match value {
+        DbValue::Int32(n) => Ok(*n),
+        other => Err(unexpected(column, other)),
+    }
+}
+
 fn unexpected(column: &str, value: &DbValue) -> ApiError {
     ApiError::internal(format!("column {column}: unexpected {value:?}"))
 }
@@ -214,6 +221,10 @@ fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
         created_at,
         updated_at,
         version,
+        series_id,
+        occurrence,
+        series_anchor,
+        anchor_occurrence,
     ] = row
     else {
         return Err(ApiError::internal(format!(
@@ -256,5 +267,14 @@ fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
             DbValue::Int64(n) => *n,
             other => return Err(unexpected("version", other)),
         },
+        series_id: match series_id {
+            DbValue::Uuid(s) => {
+                Uuid::parse_str(s).map_err(|_| unexpected("series_id", series_id))?
+            }
+            other => return Err(unexpected("series_id", other)),
+        },
+        occurrence: int32(occurrence, "occurrence")?,
+        series_anchor: opt_time(series_anchor, "series_anchor")?,
+        anchor_occurrence: int32(anchor_occurrence, "anchor_occurrence")?,
     })
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
+use spin_sdk::wasip3::clocks::monotonic_clock;
 use spin_sdk::wasip3::http::types::RequestOptions;
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 use std::time::Duration;
@@ -19,6 +20,11 @@ use uuid::Uuid;
 
 /// How long a publisher may hold a user's lease before another may take over.
 const LEASE_SECONDS: i32 = 30;
+/// Publishing rounds per flush: bounds the work one request does after its response.
+const MAX_ROUNDS: usize = 4;
+/// Tries to take a busy lease, 25 ms apart.
+const CLAIM_ATTEMPTS: usize = 3;
+const CLAIM_RETRY_NANOS: u64 = 25_000_000;
 
 pub struct Publisher {
     dapr_url: String,
@@ -47,6 +53,31 @@ pub enum Flush {
     Failed { delivered: usize, error: String },
 }
 
+/// Events a request publishes itself before leaving the rest to the relay.
+const INLINE_BATCH: i64 = 20;
+
+/// Publishes `user_id`'s pending events after the response has gone out: the component-model
+/// task keeps running once it has returned its value (`wit_bindgen::spawn`). A failure here
+/// never reaches the client; the events stay in the outbox and the relay delivers them.
+pub fn after_response(db_url: String, user_id: String) {
+    spin_sdk::wit_bindgen::spawn(async move {
+        let flushed = async {
+            let publisher = Publisher::load().await?;
+            let db = Db::open(&db_url).await?;
+            publisher.flush_user(&db, &user_id, INLINE_BATCH).await
+        };
+        if let Err(error) = flushed.await {
+            eprintln!("publishing events of {user_id} left to the relay: {error}");
+        }
+    });
+}
+
+/// How far a run of events got.
+struct RunOutcome {
+    delivered: usize,
+    error: Option<String>,
+}
+
 impl Publisher {
     /// Reads `dapr_url`, `dapr_api_token`, `pubsub_name` and `publish_timeout_ms`.
     pub async fn load() -> Result<Self, ApiError> {
@@ -58,35 +89,105 @@ impl Publisher {
         })
     }
 
-    /// Publishes up to `batch` pending events of `user_id`, in order.
+    /// Publishes up to `batch` pending events of `user_id`, in order, one request per event
+    /// (what a request does after its response: usually one or two events).
     pub async fn flush_user(&self, db: &Db, user_id: &str, batch: i64) -> Result<Flush, ApiError> {
-        let holder = Uuid::now_v7();
-        if db
-            .rows(outbox::claim_lease(user_id, holder, LEASE_SECONDS))
-            .await?
-            .is_empty()
-        {
-            return Ok(Flush::Busy);
-        }
-        let outcome = self.publish_pending(db, user_id, batch).await;
-        // The lease also expires by itself; releasing early lets the next writer publish now.
-        let released = db.execute(outbox::release_lease(user_id, holder)).await;
-        let outcome = outcome?;
-        released?;
-        Ok(outcome)
+        self.flush(db, user_id, batch, false).await
     }
 
-    async fn publish_pending(&self, db: &Db, user_id: &str, batch: i64) -> Result<Flush, ApiError> {
+    /// Like [`Publisher::flush_user`], sending runs of events with Dapr's bulk publish API
+    /// (the relay's way: many events per request).
+    pub async fn flush_user_bulk(
+        &self,
+        db: &Db,
+        user_id: &str,
+        batch: i64,
+    ) -> Result<Flush, ApiError> {
+        self.flush(db, user_id, batch, true).await
+    }
+
+    /// Publishes under the user's lease, round after round until a round finds nothing:
+    /// events committed while another publisher held the lease (whose writer therefore found
+    /// it busy) are picked up by the holder's next round instead of waiting for the relay. A
+    /// busy lease is retried briefly for the same reason.
+    async fn flush(
+        &self,
+        db: &Db,
+        user_id: &str,
+        batch: i64,
+        bulk: bool,
+    ) -> Result<Flush, ApiError> {
+        let mut delivered = 0;
+        for round in 0..MAX_ROUNDS {
+            let holder = Uuid::now_v7();
+            if !self.claim(db, user_id, holder).await? {
+                return Ok(if round == 0 {
+                    Flush::Busy
+                } else {
+                    Flush::Delivered(delivered)
+                });
+            }
+            let outcome = self.publish_pending(db, user_id, batch, bulk).await;
+            // The lease also expires by itself; releasing early lets the next writer publish now.
+            let released = db.execute(outbox::release_lease(user_id, holder)).await;
+            let outcome = outcome?;
+            released?;
+            match outcome {
+                Flush::Delivered(0) => break,
+                Flush::Delivered(n) => delivered += n,
+                Flush::Failed {
+                    delivered: n,
+                    error,
+                } => {
+                    return Ok(Flush::Failed {
+                        delivered: delivered + n,
+                        error,
+                    });
+                }
+                Flush::Busy => break,
+            }
+        }
+        Ok(Flush::Delivered(delivered))
+    }
+
+    /// Claims the user's lease, waiting a little while another publisher finishes.
+    async fn claim(&self, db: &Db, user_id: &str, holder: Uuid) -> Result<bool, ApiError> {
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if attempt > 0 {
+                monotonic_clock::wait_for(CLAIM_RETRY_NANOS).await;
+            }
+            let claimed = !db
+                .rows(outbox::claim_lease(user_id, holder, LEASE_SECONDS))
+                .await?
+                .is_empty();
+            if claimed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn publish_pending(
+        &self,
+        db: &Db,
+        user_id: &str,
+        batch: i64,
+        bulk: bool,
+    ) -> Result<Flush, ApiError> {
         let pending = db.pending(outbox::pending(user_id, batch)).await?;
         let mut delivered = Vec::new();
         let mut failure = None;
-        for event in &pending {
-            match self.publish(user_id, event).await {
-                Ok(()) => delivered.push(event.seq),
-                Err(error) => {
-                    failure = Some((event.seq, error));
-                    break;
-                }
+        // Runs of the same topic, in order; a bulk request carries one topic.
+        for run in pending.chunk_by(|a, b| a.topic == b.topic) {
+            let outcome = if bulk && run.len() > 1 {
+                self.publish_bulk(user_id, run).await
+            } else {
+                self.publish_each(user_id, run).await
+            };
+            delivered.extend(run.iter().take(outcome.delivered).map(|e| e.seq));
+            if let Some(error) = outcome.error {
+                failure = Some((run[outcome.delivered].seq, error));
+                break;
             }
         }
         if !delivered.is_empty() {
@@ -106,15 +207,104 @@ impl Publisher {
         }
     }
 
+    async fn publish_each(&self, user_id: &str, events: &[Pending]) -> RunOutcome {
+        for (index, event) in events.iter().enumerate() {
+            if let Err(error) = self.publish(user_id, event).await {
+                return RunOutcome {
+                    delivered: index,
+                    error: Some(error),
+                };
+            }
+        }
+        RunOutcome {
+            delivered: events.len(),
+            error: None,
+        }
+    }
+
+    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: 204 when every entry was published;
+    /// 500 lists `failedEntries`. Only the entries before the first failure count as
+    /// delivered, so nothing overtakes a failed event; later ones are sent again (consumers
+    /// de-duplicate by event id). A sidecar without the bulk API gets single publishes.
+    async fn publish_bulk(&self, user_id: &str, events: &[Pending]) -> RunOutcome {
+        let url = outbox::bulk_publish_url(&self.dapr_url, &self.pubsub, &events[0].topic, user_id);
+        let entries: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "entryId": e.event_id.to_string(),
+                    "event": e.event,
+                    "contentType": CLOUDEVENTS_JSON,
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&entries).unwrap_or_default();
+        let (status, text) = match self.post(&url, "application/json", body).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                return RunOutcome {
+                    delivered: 0,
+                    error: Some(error),
+                };
+            }
+        };
+        if status.is_success() {
+            return RunOutcome {
+                delivered: events.len(),
+                error: None,
+            };
+        }
+        if status.as_u16() != 500 {
+            // Not the bulk API's failure answer: an older sidecar, or a request-level problem
+            // that single publishes report precisely.
+            return self.publish_each(user_id, events).await;
+        }
+        let failed: Vec<String> = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("failedEntries").cloned())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| entry.get("entryId")?.as_str().map(str::to_owned))
+            .collect();
+        let delivered = events
+            .iter()
+            .position(|e| failed.is_empty() || failed.contains(&e.event_id.to_string()))
+            .unwrap_or(events.len());
+        RunOutcome {
+            delivered,
+            error: (delivered < events.len())
+                .then(|| format!("bulk publish answered {status}: {text}")),
+        }
+    }
+
     /// One structured CloudEvent to `POST /v1.0/publish/{pubsub}/{topic}`; 204 means the
     /// broker has it.
     async fn publish(&self, user_id: &str, event: &Pending) -> Result<(), String> {
         let url = outbox::publish_url(&self.dapr_url, &self.pubsub, &event.topic, user_id);
         let body = serde_json::to_vec(&event.event).map_err(|e| e.to_string())?;
+        let (status, text) = self
+            .post(&url, CLOUDEVENTS_JSON, body)
+            .await
+            .map_err(|e| format!("publishing {}: {e}", event.event_id))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("sidecar answered {status}: {text}"))
+        }
+    }
+
+    /// POSTs to the sidecar with the API token and timeouts; returns the status and body.
+    async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(http::StatusCode, String), String> {
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(&url)
-            .header(header::CONTENT_TYPE, CLOUDEVENTS_JSON);
+            .uri(url)
+            .header(header::CONTENT_TYPE, content_type);
         if !self.api_token.is_empty() {
             request = request.header("dapr-api-token", &self.api_token);
         }
@@ -126,18 +316,15 @@ impl Publisher {
             .insert(RequestOptionsExtension(self.options()));
         let response = spin_sdk::http::send(request)
             .await
-            .map_err(|e| format!("publishing {}: {e:?}", event.event_id))?;
+            .map_err(|e| format!("{e:?}"))?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response
+        let text = response
             .into_body()
             .collect()
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
             .unwrap_or_default();
-        Err(format!("sidecar answered {status}: {body}"))
+        Ok((status, text))
     }
 
     fn options(&self) -> RequestOptions {

@@ -87,6 +87,30 @@ impl AuthConfig {
     }
 }
 
+/// Checks the `dapr-api-token` header of a call from the Dapr sidecar (DESIGN.md §3: with
+/// `APP_API_TOKEN` set, the sidecar sends it on every call to the app). An empty `expected`
+/// token means none is configured and every call is accepted. The comparison takes the same
+/// time wherever the tokens differ.
+pub fn check_app_token(expected: &str, given: Option<&str>) -> Result<(), ApiError> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let given = given.unwrap_or("").as_bytes();
+    let expected = expected.as_bytes();
+    let differs = given.len() != expected.len()
+        || given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0;
+    if differs {
+        return Err(ApiError::unauthorized(
+            "calls from the Dapr sidecar must carry the app token in dapr-api-token",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +191,22 @@ mod tests {
                 .map_err(|e| e.status()),
             Err(401)
         );
+    }
+
+    #[test]
+    fn the_app_token_is_checked_only_when_configured() {
+        assert!(check_app_token("", None).is_ok());
+        assert!(check_app_token("", Some("anything")).is_ok());
+        assert!(check_app_token("s3cret", Some("s3cret")).is_ok());
+        for given in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret!"),
+            Some("S3CRET"),
+        ] {
+            let error = check_app_token("s3cret", given).expect_err("rejected");
+            assert_eq!(error.status(), 401, "{given:?}");
+        }
     }
 }

@@ -45,6 +45,11 @@ struct CompletedData<'a> {
     recurrence: &'a Option<crate::recurrence::Recurrence>,
     /// The task as it is after the change, so consumers need no read-back.
     task: &'a Task,
+    /// Where the series' calendar counts from (see `series`), so the recurrence engine can
+    /// compute the next occurrence from the event alone.
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    series_anchor: Option<DateTime<Utc>>,
+    anchor_occurrence: u32,
 }
 
 #[derive(Serialize)]
@@ -98,6 +103,8 @@ impl EventContext {
             due_at: task.due_at,
             recurrence: &task.recurrence,
             task,
+            series_anchor: task.series_anchor,
+            anchor_occurrence: task.anchor_occurrence,
         };
         self.build(TASK_COMPLETED, task, serde_json::to_value(data), now)
     }

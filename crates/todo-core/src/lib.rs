@@ -7,8 +7,11 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod intake;
 pub mod outbox;
 pub mod recurrence;
+pub mod series;
 pub mod sql;
+pub mod subscriptions;
 pub mod tasks;
 pub mod validation;

@@ -131,6 +131,15 @@ pub fn publish_url(dapr_url: &str, pubsub: &str, topic: &str, partition_key: &st
     url
 }
 
+/// The bulk publish URL (Dapr's alpha bulk API); the partition key applies to every entry.
+pub fn bulk_publish_url(dapr_url: &str, pubsub: &str, topic: &str, partition_key: &str) -> String {
+    publish_url(dapr_url, pubsub, topic, partition_key).replacen(
+        "/v1.0/publish/",
+        "/v1.0-alpha1/publish/bulk/",
+        1,
+    )
+}
+
 fn encode_segment(segment: &str) -> String {
     form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }

@@ -66,11 +66,31 @@ impl Builder {
         format!("${}", self.params.len())
     }
 
+    /// Binds a value and returns its placeholder cast to `sql_type`, so the server knows the
+    /// parameter's type without inference.
+    ///
+    /// Spin passes date-times as a UTC `datetime`, which its host binds as a naive
+    /// `timestamp`; a `timestamptz` slot is therefore written as the UTC wall time converted
+    /// with `at time zone 'UTC'`, which does not depend on the session's time zone.
+    pub fn typed(&mut self, value: SqlValue, sql_type: &str) -> String {
+        let p = self.bind(value);
+        typed(&p, sql_type)
+    }
+
     pub fn build(self) -> Statement {
         Statement {
             sql: self.sql,
             params: self.params,
         }
+    }
+}
+
+/// `$n` cast to `sql_type`, with the `timestamptz` rule of [`Builder::typed`].
+pub fn typed(placeholder: &str, sql_type: &str) -> String {
+    if sql_type == "timestamptz" {
+        format!("({placeholder}::timestamp at time zone 'UTC')")
+    } else {
+        format!("{placeholder}::{sql_type}")
     }
 }
 

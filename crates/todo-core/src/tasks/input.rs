@@ -17,7 +17,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Fields the server owns. Clients that send back what they read may include them; they are
 /// ignored rather than rejected.
-const READ_ONLY: &[&str] = &["id", "user_id", "completed_at", "created_at", "updated_at"];
+const READ_ONLY: &[&str] = &[
+    "id",
+    "user_id",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "series_id",
+    "occurrence",
+];
 
 /// Validated changes to a task. `None` leaves a field as it is; for optional fields
 /// `Some(None)` clears it.

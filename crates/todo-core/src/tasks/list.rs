@@ -294,12 +294,12 @@ impl ListQuery {
             sql.push(&format!(" and tag_keys && {p}::text[]"));
         }
         if let Some(before) = self.due_before {
-            let p = sql.bind(SqlValue::Timestamp(before));
-            sql.push(&format!(" and due_at < {p}::timestamptz"));
+            let p = sql.typed(SqlValue::Timestamp(before), "timestamptz");
+            sql.push(&format!(" and due_at < {p}"));
         }
         if let Some(after) = self.due_after {
-            let p = sql.bind(SqlValue::Timestamp(after));
-            sql.push(&format!(" and due_at > {p}::timestamptz"));
+            let p = sql.typed(SqlValue::Timestamp(after), "timestamptz");
+            sql.push(&format!(" and due_at > {p}"));
         }
         if let Some(q) = &self.q {
             // The pattern is a bound value; LIKE wildcards in it are escaped so they match
@@ -317,14 +317,12 @@ impl ListQuery {
         };
         if let Some(cursor) = &self.cursor {
             let key = match &cursor.key {
-                CursorKey::Rank(r) => format!("{}::int2", sql.bind(SqlValue::Int16(*r))),
-                CursorKey::Time(t) => {
-                    format!("{}::timestamptz", sql.bind(SqlValue::Timestamp(*t)))
-                }
-                CursorKey::Text(s) => format!("{}::text", sql.bind(SqlValue::Text(s.clone()))),
+                CursorKey::Rank(r) => sql.typed(SqlValue::Int16(*r), "int2"),
+                CursorKey::Time(t) => sql.typed(SqlValue::Timestamp(*t), "timestamptz"),
+                CursorKey::Text(s) => sql.typed(SqlValue::Text(s.clone()), "text"),
             };
-            let id = sql.bind(SqlValue::Uuid(cursor.id));
-            sql.push(&format!(" and ({expr}, id) {cmp} ({key}, {id}::uuid)"));
+            let id = sql.typed(SqlValue::Uuid(cursor.id), "uuid");
+            sql.push(&format!(" and ({expr}, id) {cmp} ({key}, {id})"));
         }
         let limit = sql.bind(SqlValue::Int64(i64::from(self.limit) + 1));
         sql.push(&format!(" order by {expr}{dir}, id{dir} limit {limit}"));

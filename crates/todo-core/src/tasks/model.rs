@@ -185,6 +185,17 @@ pub struct Task {
     #[serde(serialize_with = "serde_utc::option::serialize")]
     pub due_at: Option<DateTime<Utc>>,
     pub recurrence: Option<Recurrence>,
+    /// The series the task belongs to: the id of its first task (its own id for a new task).
+    pub series_id: Uuid,
+    /// The task's position in its series, 0 for the first. A series has at most one task per
+    /// occurrence, which the database enforces (migrations/0003_recurrence.sql).
+    pub occurrence: u32,
+    /// The due time the series' calendar counts from (see `series`).
+    #[serde(skip)]
+    pub series_anchor: Option<DateTime<Utc>>,
+    /// The occurrence `series_anchor` belongs to.
+    #[serde(skip)]
+    pub anchor_occurrence: u32,
     #[serde(serialize_with = "serde_utc::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "serde_utc::serialize")]
@@ -195,9 +206,11 @@ pub struct Task {
 }
 
 impl Task {
-    /// A new task from the validated body of a create request.
+    /// A new task from the validated body of a create request. It starts its own series, at
+    /// occurrence 0, anchored at its due time.
     pub fn create(id: Uuid, user: &UserId, changes: TaskChanges, now: DateTime<Utc>) -> Task {
         let completed = changes.completed.unwrap_or(false);
+        let due_at = changes.due_at.flatten();
         Task {
             id,
             user_id: user.as_str().to_owned(),
@@ -207,8 +220,12 @@ impl Task {
             completed_at: completed.then_some(now),
             priority: changes.priority.unwrap_or_default(),
             tags: changes.tags.unwrap_or_default(),
-            due_at: changes.due_at.flatten(),
+            due_at,
             recurrence: changes.recurrence.flatten(),
+            series_id: id,
+            occurrence: 0,
+            series_anchor: due_at,
+            anchor_occurrence: 0,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -273,6 +290,10 @@ pub struct TaskRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub series_id: Uuid,
+    pub occurrence: i32,
+    pub series_anchor: Option<DateTime<Utc>>,
+    pub anchor_occurrence: i32,
 }
 
 impl TaskRow {
@@ -289,6 +310,14 @@ impl TaskRow {
             })
             .transpose()
             .map_err(|e| format!("task {} has an unreadable recurrence: {e}", self.id))?;
+        let occurrence = u32::try_from(self.occurrence)
+            .map_err(|_| format!("task {} has occurrence {}", self.id, self.occurrence))?;
+        let anchor_occurrence = u32::try_from(self.anchor_occurrence).map_err(|_| {
+            format!(
+                "task {} has anchor occurrence {}",
+                self.id, self.anchor_occurrence
+            )
+        })?;
         Ok(Task {
             id: self.id,
             user_id: self.user_id,
@@ -300,6 +329,10 @@ impl TaskRow {
             tags: self.tags,
             due_at: self.due_at,
             recurrence,
+            series_id: self.series_id,
+            occurrence,
+            series_anchor: self.series_anchor,
+            anchor_occurrence,
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,

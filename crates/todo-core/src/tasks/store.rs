@@ -1,4 +1,4 @@
-//! All SQL of the `tasks` table (schema: migrations/0001_tasks.sql).
+//! All SQL of the `tasks` table (schema: migrations/0001_tasks.sql, 0003_recurrence.sql).
 //!
 //! Writes are single statements: the task change and the events it causes (rows of the
 //! `outbox` table) commit together or not at all, with no transaction left open across calls.
@@ -10,8 +10,16 @@ use crate::tasks::model::{Task, tag_keys};
 use uuid::Uuid;
 
 /// Column order every task query selects; the components decode rows in this order.
-pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, completed_at, \
-     priority, tags, due_at, recurrence, created_at, updated_at, version";
+///
+/// Time columns are stored as `timestamptz` but selected as their UTC wall time (a plain
+/// `timestamp`): Spin's pg host decodes date-times with the naive `timestamp` decoder, which
+/// refuses `timestamptz` values (spinframework/spin `factor-outbound-pg` `convert_entry`).
+pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, \
+     completed_at at time zone 'UTC' as completed_at, priority, tags, \
+     due_at at time zone 'UTC' as due_at, recurrence, \
+     created_at at time zone 'UTC' as created_at, updated_at at time zone 'UTC' as updated_at, \
+     version, coalesce(series_id, id) as series_id, occurrence, \
+     series_anchor at time zone 'UTC' as series_anchor, anchor_occurrence";
 
 /// An event to store with a task change, for the relay to publish (see `events`).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,53 +46,69 @@ fn recurrence_value(task: &Task) -> SqlValue {
 
 /// Inserts a task with its events. Returns one row: the number of tasks inserted (1).
 pub fn insert(task: &Task, events: &[OutboxRow]) -> Statement {
-    let mut sql = Builder::new(
-        "with written as (insert into tasks (id, user_id, title, description, completed, \
-         completed_at, priority, tags, tag_keys, due_at, recurrence, created_at, updated_at, \
-         version) values (",
-    );
-    let values = [
-        SqlValue::Uuid(task.id),
-        SqlValue::Text(task.user_id.clone()),
-        SqlValue::Text(task.title.clone()),
-        task.description.clone().into(),
-        SqlValue::Bool(task.completed),
-        task.completed_at.into(),
-        SqlValue::Int16(task.priority.rank()),
-        SqlValue::TextArray(task.tags.clone()),
-        SqlValue::TextArray(tag_keys(&task.tags)),
-        task.due_at.into(),
-        recurrence_value(task),
-        SqlValue::Timestamp(task.created_at),
-        SqlValue::Timestamp(task.updated_at),
-        SqlValue::Int64(task.version),
-    ];
-    let casts = [
-        "uuid",
-        "text",
-        "text",
-        "text",
-        "bool",
-        "timestamptz",
-        "int2",
-        "text[]",
-        "text[]",
-        "timestamptz",
-        "jsonb",
-        "timestamptz",
-        "timestamptz",
-        "int8",
-    ];
-    let placeholders: Vec<String> = values
-        .into_iter()
-        .zip(casts)
-        .map(|(value, cast)| format!("{}::{cast}", sql.bind(value)))
-        .collect();
-    sql.push(&placeholders.join(", "));
-    sql.push(") returning id)");
+    let mut sql = Builder::new("with ");
+    push_insert(&mut sql, task, None);
     push_outbox(&mut sql, events);
     sql.push(" select count(*) from written");
     sql.build()
+}
+
+/// Adds the CTE `written as (insert into tasks ... returning id)`, for statements that combine
+/// the insert with other writes.
+///
+/// With `only_after: Some(cte)` the task is inserted only if the CTE named `cte` returned a
+/// row, and is skipped, not an error, when its series already has a task with its occurrence
+/// number (the unique index `tasks_series_occurrence`): that is how the recurrence engine
+/// creates a next occurrence at most once. Concurrent inserts of the same occurrence wait for
+/// each other on that index, and all but the first insert nothing.
+pub fn push_insert(sql: &mut Builder, task: &Task, only_after: Option<&str>) {
+    sql.push(
+        "written as (insert into tasks (id, user_id, title, description, completed, \
+         completed_at, priority, tags, tag_keys, due_at, recurrence, created_at, updated_at, \
+         version, series_id, occurrence, series_anchor, anchor_occurrence) ",
+    );
+    let values = [
+        (SqlValue::Uuid(task.id), "uuid"),
+        (SqlValue::Text(task.user_id.clone()), "text"),
+        (SqlValue::Text(task.title.clone()), "text"),
+        (task.description.clone().into(), "text"),
+        (SqlValue::Bool(task.completed), "bool"),
+        (task.completed_at.into(), "timestamptz"),
+        (SqlValue::Int16(task.priority.rank()), "int2"),
+        (SqlValue::TextArray(task.tags.clone()), "text[]"),
+        (SqlValue::TextArray(tag_keys(&task.tags)), "text[]"),
+        (task.due_at.into(), "timestamptz"),
+        (recurrence_value(task), "jsonb"),
+        (SqlValue::Timestamp(task.created_at), "timestamptz"),
+        (SqlValue::Timestamp(task.updated_at), "timestamptz"),
+        (SqlValue::Int64(task.version), "int8"),
+        (SqlValue::Uuid(task.series_id), "uuid"),
+        (SqlValue::Int32(occurrence_value(task.occurrence)), "int4"),
+        (task.series_anchor.into(), "timestamptz"),
+        (
+            SqlValue::Int32(occurrence_value(task.anchor_occurrence)),
+            "int4",
+        ),
+    ];
+    let placeholders: Vec<String> = values
+        .into_iter()
+        .map(|(value, cast)| sql.typed(value, cast))
+        .collect();
+    let placeholders = placeholders.join(", ");
+    match only_after {
+        None => sql.push(&format!("values ({placeholders})")),
+        Some(cte) => sql.push(&format!(
+            "select {placeholders} where exists (select 1 from {cte}) \
+             on conflict (user_id, (coalesce(series_id, id)), occurrence) do nothing"
+        )),
+    };
+    sql.push(" returning id)");
+}
+
+/// Occurrence numbers are bounded by a rule's `count` (at most 1000) in practice; a value
+/// beyond `int4` saturates and fails the insert instead of wrapping.
+fn occurrence_value(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Replaces a task's fields if it still has version `expected_version`. Returns one row: the
@@ -114,7 +138,7 @@ pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> State
     ];
     let assignments: Vec<String> = sets
         .into_iter()
-        .map(|(column, value, cast)| format!("{column} = {}::{cast}", sql.bind(value)))
+        .map(|(column, value, cast)| format!("{column} = {}", sql.typed(value, cast)))
         .collect();
     sql.push(&assignments.join(", "));
     push_where_version(&mut sql, task, expected_version);
@@ -142,9 +166,10 @@ fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
     ));
 }
 
-/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write
-/// touched a row. `ord` keeps the outbox sequence in the order the events were given.
-fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
+/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write (the
+/// CTE `written`) touched a row. `ord` keeps the outbox sequence in the order the events were
+/// given.
+pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
     if events.is_empty() {
         return;
     }

@@ -1,0 +1,118 @@
+//! Every event the app builds conforms to its published JSON schema in `schemas/`.
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+use std::path::PathBuf;
+use todo_core::events::EventContext;
+use todo_core::tasks::{Task, TaskChanges, UserId, parse_create};
+use uuid::Uuid;
+
+const BASE: &str = "https://todo-spin.dev/schemas/";
+
+fn schema(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
+/// Resolves `$ref`s between the schema files from disk; nothing is fetched.
+struct SchemaFiles;
+
+impl jsonschema::Retrieve for SchemaFiles {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let name = uri
+            .as_str()
+            .strip_prefix(BASE)
+            .and_then(|file| file.strip_suffix(".json"))
+            .ok_or_else(|| format!("{} is not one of ours", uri.as_str()))?;
+        Ok(schema(name))
+    }
+}
+
+fn validator(kind: &str) -> jsonschema::Validator {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_retriever(SchemaFiles)
+        .build(&schema(kind))
+        .expect("schema compiles")
+}
+
+fn assert_valid(kind: &str, event: &Value) {
+    let validator = validator(kind);
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{kind}: {errors:?}\n{event:#}");
+}
+
+fn task(body: &str) -> Task {
+    let changes = parse_create(body.as_bytes()).expect("valid body");
+    let now = Utc
+        .with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("time");
+    Task::create(
+        Uuid::now_v7(),
+        &UserId::parse("alice").expect("user"),
+        changes,
+        now,
+    )
+}
+
+fn context() -> EventContext {
+    EventContext {
+        source: "/todo-spin/tasks".into(),
+        topic: "tasks".into(),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+    }
+}
+
+#[test]
+fn every_event_type_matches_its_schema() {
+    let plain = task(r#"{"title": "Plain"}"#);
+    let full = task(
+        r#"{"title": "Full", "description": "d", "priority": "high", "tags": ["a", "b"],
+            "due_at": "2026-03-31T09:00:00+02:00",
+            "recurrence": {"frequency": "monthly", "interval": 2, "count": 5,
+                           "until": "2027-01-01T00:00:00Z", "timezone": "Europe/Berlin"}}"#,
+    );
+    let now = Utc::now();
+    let ctx = context();
+    for t in [&plain, &full] {
+        assert_valid("task.created", &ctx.created(t, now).event);
+        assert_valid("task.deleted", &ctx.deleted(t, now).event);
+        let changes = TaskChanges {
+            title: Some("New title".into()),
+            tags: Some(vec!["x".into()]),
+            completed: Some(true),
+            ..TaskChanges::default()
+        };
+        let (after, changed) = t.apply(&changes, now);
+        let rows = ctx.for_change(&after, &changed, now);
+        assert_valid("task.updated", &rows[0].event);
+        assert_valid("task.completed", &rows[1].event);
+    }
+}
+
+#[test]
+fn the_schemas_reject_what_the_contract_forbids() {
+    let t = task(r#"{"title": "x"}"#);
+    let mut event = context().created(&t, Utc::now()).event;
+    event["type"] = "task.updated".into();
+    assert!(!validator("task.created").is_valid(&event), "wrong type");
+    let mut event = context().created(&t, Utc::now()).event;
+    event
+        .as_object_mut()
+        .expect("object")
+        .remove("partitionkey");
+    assert!(
+        !validator("task.created").is_valid(&event),
+        "partition key required"
+    );
+}
