@@ -3,7 +3,7 @@
 # Source it; it defines functions only.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-COMPONENTS=(tasks-api subscriptions event-intake)
+COMPONENTS=(tasks-api subscriptions event-intake outbox-relay)
 COMPONENT_FLAGS=()
 for c in "${COMPONENTS[@]}"; do COMPONENT_FLAGS+=(-p "$c"); done
 
@@ -93,4 +93,16 @@ create_database() {
   psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "create database \"$name\"" >/dev/null
   PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=$name MIGRATIONS_DIR="$ROOT/migrations" \
     sh "$ROOT/k8s/base/postgres/migrate.sh" >&2
+}
+
+# Prints an HS256 JWT for subject $1, signed with $2, valid for a day: enough for curl examples
+# against a local run. Uses openssl, which every Debian machine has.
+mint_token() {
+  local sub=$1 secret=$2 exp header payload signature
+  exp=$(($(date +%s) + 86400))
+  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+  payload=$(printf '{"sub":"%s","exp":%s}' "$sub" "$exp" | b64url)
+  signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$secret" -binary | b64url)
+  printf '%s.%s.%s\n' "$header" "$payload" "$signature"
 }

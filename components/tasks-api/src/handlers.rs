@@ -6,7 +6,7 @@ use crate::routes::{self, Action};
 use http::{HeaderValue, StatusCode, header as h};
 use spin_sdk::http::Request;
 use todo_adapters::db::Db;
-use todo_adapters::publish::Publisher;
+use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::auth::AuthConfig;
@@ -17,8 +17,6 @@ use uuid::Uuid;
 
 /// How often a write re-reads and retries when another request changed the task in between.
 const WRITE_ATTEMPTS: usize = 3;
-/// Events a request publishes itself before leaving the rest to the relay.
-const INLINE_BATCH: i64 = 20;
 
 struct Ctx {
     user: UserId,
@@ -90,7 +88,7 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         Action::Delete(id) => (delete_task(&ctx, id).await?, true),
     };
     if wrote {
-        publish_after_response(ctx.db_url, ctx.user.as_str().to_owned());
+        publish::after_response(ctx.db_url, ctx.user.as_str().to_owned());
     }
     Ok(reply)
 }
@@ -203,20 +201,4 @@ fn with_etag(mut response: Reply, task: &Task) -> Reply {
         response.headers_mut().insert(h::ETAG, etag);
     }
     response
-}
-
-/// Publishes the user's pending events after the response has gone out (the component-model
-/// task keeps running once it has returned its value). Failure here never reaches the
-/// client: the events stay in the outbox and the relay delivers them.
-fn publish_after_response(db_url: String, user_id: String) {
-    spin_sdk::wit_bindgen::spawn(async move {
-        let flushed = async {
-            let publisher = Publisher::load().await?;
-            let db = Db::open(&db_url).await?;
-            publisher.flush_user(&db, &user_id, INLINE_BATCH).await
-        };
-        if let Err(error) = flushed.await {
-            eprintln!("publishing events of {user_id} left to the relay: {error}");
-        }
-    });
 }

@@ -1,0 +1,144 @@
+//! From a delivery to Dapr's answer: check the caller, read the event, act on it once.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use spin_sdk::http::{FullBody, Request};
+use spin_sdk::pg::DbValue;
+use todo_adapters::db::Db;
+use todo_adapters::publish;
+use todo_adapters::reply::Reply;
+use todo_adapters::vars;
+use todo_core::auth::check_app_token;
+use todo_core::error::ApiError;
+use todo_core::events::EventContext;
+use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Topic, Work};
+use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
+use todo_core::tasks::time;
+use uuid::Uuid;
+
+pub async fn handle(req: Request) -> Result<Reply, ApiError> {
+    check_app_token(
+        &vars::get("app_api_token").await?,
+        header_str(req.headers(), "dapr-api-token"),
+    )?;
+    let topic = route(req.method(), req.uri().path())?;
+    let path = req.uri().path().to_owned();
+    let content_type = header_str(req.headers(), header::CONTENT_TYPE.as_str()).map(str::to_owned);
+
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(ack) => return Ok(answer(ack)),
+    };
+    let delivery = match intake::parse(topic, content_type.as_deref(), &body) {
+        Ok(delivery) => delivery,
+        Err(why) => {
+            eprintln!("{path}: dropping the delivery: {why}");
+            return Ok(answer(Ack::Drop));
+        }
+    };
+    match act(&delivery).await {
+        Ok(()) => Ok(answer(Ack::Success)),
+        Err(error) => {
+            let ack = Ack::for_error(&error);
+            eprintln!(
+                "{path}: event {} from {} ({}): {error}; answering {}",
+                delivery.key.id,
+                delivery.key.source,
+                delivery.kind,
+                ack.as_str()
+            );
+            Ok(answer(ack))
+        }
+    }
+}
+
+/// The topic a delivery path belongs to (spin.toml routes `/api/events/...` here).
+fn route(method: &Method, path: &str) -> Result<Topic, ApiError> {
+    let topic = match path {
+        TASKS_ROUTE => Topic::Tasks,
+        REMINDERS_ROUTE => Topic::Reminders,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "events are delivered to {TASKS_ROUTE} and {REMINDERS_ROUTE}"
+            )));
+        }
+    };
+    if method != Method::POST {
+        return Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: &["POST"],
+        });
+    }
+    Ok(topic)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The body, at most `MAX_DELIVERY_BYTES`. A larger one can never be handled (`DROP`); one
+/// that could not be read may arrive whole next time (`RETRY`).
+async fn read_body(req: Request) -> Result<Bytes, Ack> {
+    match Limited::new(req.into_body(), MAX_DELIVERY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            eprintln!("dropping a delivery larger than {MAX_DELIVERY_BYTES} bytes");
+            Err(Ack::Drop)
+        }
+        Err(error) => {
+            eprintln!("reading a delivery failed: {error}");
+            Err(Ack::Retry)
+        }
+    }
+}
+
+/// Carries out what the delivery causes. Only a next occurrence touches the database.
+async fn act(delivery: &Delivery) -> Result<(), ApiError> {
+    let now = time::now();
+    let next = match intake::plan(delivery, Uuid::now_v7(), now) {
+        Work::Acknowledge(_) => return Ok(()),
+        Work::CreateNext(next) => next,
+    };
+    let events = EventContext {
+        source: vars::get("event_source").await?,
+        topic: vars::get("topic_tasks").await?,
+        traceparent: delivery.traceparent.clone(),
+    };
+    let rows = [events.created(&next, now)];
+    let db_url = vars::get("db_url").await?;
+    let db = Db::open(&db_url).await?;
+    let statement = intake::record_next_occurrence(&delivery.key, &next, &rows);
+    let written = db.rows(statement).await?;
+    let (processed, created) = match written.first().map(Vec::as_slice) {
+        Some([DbValue::Int64(processed), DbValue::Int64(created)]) => (*processed, *created),
+        other => {
+            return Err(ApiError::internal(format!(
+                "recording a next occurrence returned {other:?}"
+            )));
+        }
+    };
+    if created == 1 {
+        publish::after_response(db_url, next.user_id.clone());
+    } else if processed == 1 {
+        println!(
+            "occurrence {} of series {} exists already; event {} changed nothing",
+            next.occurrence, next.series_id, delivery.key.id
+        );
+    }
+    Ok(())
+}
+
+/// Dapr reads the status from a 200 response; every delivery gets one.
+fn answer(ack: Ack) -> Reply {
+    let mut response = Response::new(FullBody::new(Bytes::from(ack.body())));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,50 @@
+//! Spin component: the app's Dapr pub/sub subscriptions.
+//!
+//! The sidecar calls `GET /dapr/subscribe` when it starts and subscribes the app to what the
+//! answer lists (DESIGN.md §3; the body is built by `todo_core::subscriptions`). No database:
+//! the answer depends on Spin variables only.
+
+use http::StatusCode;
+use spin_sdk::http::{IntoResponse, Request};
+use todo_adapters::reply::{self, Reply};
+use todo_adapters::vars;
+use todo_core::auth::check_app_token;
+use todo_core::error::ApiError;
+use todo_core::subscriptions::{self, SubscriptionConfig};
+
+const PATH: &str = "/dapr/subscribe";
+
+/// Answers `GET /dapr/subscribe`. With `app_api_token` set, only calls carrying it in
+/// `dapr-api-token` are answered (401 otherwise).
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    let path = req.uri().path().to_owned();
+    match list_subscriptions(&req).await {
+        Ok(response) => response,
+        Err(error) => reply::problem(&error, &path),
+    }
+}
+
+async fn list_subscriptions(req: &Request) -> Result<Reply, ApiError> {
+    let token = req
+        .headers()
+        .get("dapr-api-token")
+        .and_then(|v| v.to_str().ok());
+    check_app_token(&vars::get("app_api_token").await?, token)?;
+    if req.uri().path() != PATH {
+        return Err(ApiError::not_found("no such resource"));
+    }
+    if req.method() != http::Method::GET {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: &["GET"],
+        });
+    }
+    let config = SubscriptionConfig::new(
+        vars::get("pubsub_name").await?,
+        vars::get("topic_tasks").await?,
+        vars::get("topic_reminders").await?,
+        vars::get("topic_dead_letter").await?,
+    );
+    Ok(reply::json(StatusCode::OK, &subscriptions::body(&config)))
+}
