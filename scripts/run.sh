@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the app locally on http://127.0.0.1:3000.
+#
+# Without DATABASE_URL it installs (if needed) and starts a throwaway PostgreSQL on a free
+# loopback port; with DATABASE_URL=postgres://user:password@host:port/db it uses that database.
+# Either way it applies migrations/, then serves the app with `spin up` when Spin is installed,
+# else with the project's test host. Events go to the Dapr sidecar at DAPR_HOST:DAPR_HTTP_PORT
+# (default 127.0.0.1:3500); without one they wait in the outbox until a relay run delivers them.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+cd "$ROOT"
+
+LISTEN=${LISTEN:-127.0.0.1:3000}
+JWT_SECRET=${JWT_SECRET:-local-dev-secret-change-me}
+
+command -v psql >/dev/null || apt_install postgresql-client
+ensure_rust_targets
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  start_postgres
+  create_database todo
+  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/todo"
+else
+  log "applying migrations to $DATABASE_URL"
+  PGDATABASE=$DATABASE_URL MIGRATIONS_DIR="$ROOT/migrations" sh k8s/base/postgres/migrate.sh >&2
+fi
+
+# Split the URL into the variables spin.toml assembles it from (and allows outbound access to).
+eval "$(python3 - "$DATABASE_URL" <<'PY'
+import sys, shlex
+from urllib.parse import urlsplit
+u = urlsplit(sys.argv[1])
+for name, value in [("DB_HOST", u.hostname or "127.0.0.1"), ("DB_PORT", str(u.port or 5432)),
+                    ("DB_NAME", u.path.lstrip("/") or "postgres"), ("DB_USER", u.username or "postgres"),
+                    ("DB_PASSWORD", u.password or "")]:
+    print(f"export SPIN_VARIABLE_{name}={shlex.quote(value)}")
+PY
+)"
+export SPIN_VARIABLE_JWT_SECRET=$JWT_SECRET
+export SPIN_VARIABLE_DAPR_HOST=${DAPR_HOST:-127.0.0.1}
+export SPIN_VARIABLE_DAPR_HTTP_PORT=${DAPR_HTTP_PORT:-3500}
+
+log "a token for user alice (valid 24 h):"
+echo "export TOKEN=$(mint_token alice "$JWT_SECRET")"
+
+if command -v spin >/dev/null; then
+  spin build
+  # Not exec: the shell stays to stop the PostgreSQL it started once the server exits.
+  spin up --listen "$LISTEN" --runtime-config-file runtime-config.toml
+  exit
+fi
+build_components
+log "Spin is not installed here: serving with the test host"
+cargo build --locked --release -p todo-test-host --bin todo-host
+target/release/todo-host --manifest spin.toml --listen "$LISTEN"
