@@ -3,7 +3,7 @@
 # Source it; it defines functions only.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-COMPONENTS=(tasks-api subscriptions event-intake outbox-relay)
+COMPONENTS=(tasks-api subscriptions event-intake outbox-relay reminder-sweep)
 COMPONENT_FLAGS=()
 for c in "${COMPONENTS[@]}"; do COMPONENT_FLAGS+=(-p "$c"); done
 

@@ -1,6 +1,6 @@
 //! A Dapr sidecar double for tests: the HTTP API the app calls (publish, bulk publish, health,
 //! jobs) and the calls the sidecar makes into the app (subscription discovery, event delivery,
-//! job triggers).
+//! job triggers, cron input bindings).
 //!
 //! It follows the contract in DESIGN.md §3. Status codes, error codes and messages were checked
 //! against the Dapr sources (dapr/dapr `pkg/api/http/http.go`, `middlewares.go`, `jobs.go`,
@@ -557,6 +557,48 @@ impl DaprDouble {
             triggers.push(JobTrigger { name, answer });
         }
         triggers
+    }
+
+    /// Asks the app whether it takes the input binding routed to `route`, as the sidecar does
+    /// at start-up for a binding whose metadata sets no `direction: input`: `OPTIONS {route}`;
+    /// a 2xx or a 405 means yes (dapr `pkg/runtime/processor/binding/send.go`,
+    /// `isAppSubscribedToBinding`).
+    pub async fn binding_subscribed(
+        &self,
+        app: &impl AppClient,
+        route: &str,
+    ) -> anyhow::Result<bool> {
+        let request = self.app_request(Method::OPTIONS, route, "application/json", Bytes::new());
+        let response = app
+            .call(request)
+            .await
+            .with_context(|| format!("Failed to call OPTIONS {route}"))?;
+        let status = response.status();
+        Ok(status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED)
+    }
+
+    /// One tick of a `bindings.cron` input binding routed to `route`, as the sidecar sends it
+    /// (dapr `send.go`, `sendBindingEventToApp`; components-contrib `bindings/cron/cron.go`):
+    /// `POST {route}` with an empty body, `Content-Type: application/json`, the app token, and
+    /// the binding's read metadata as headers, `timeZone` and `readTimeUTC` (Go's time format).
+    /// Returns the app's status code; the sidecar counts only 200 as handled. Ticks are not
+    /// scheduled here: a test fires one when it wants it.
+    pub async fn fire_cron_binding(
+        &self,
+        app: &impl AppClient,
+        route: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u16, String> {
+        let mut request = self.app_request(Method::POST, route, "application/json", Bytes::new());
+        let read_time = now.format("%Y-%m-%d %H:%M:%S%.f +0000 UTC").to_string();
+        for (name, value) in [("timeZone", "Local".to_owned()), ("readTimeUTC", read_time)] {
+            let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+            request.headers_mut().insert(name, value);
+        }
+        app.call(request)
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// `GET /dapr/subscribe` on the app, parsed as Dapr's programmatic subscriptions and kept for
@@ -2313,6 +2355,37 @@ mod tests {
             }
         };
         (calls, app)
+    }
+
+    #[tokio::test]
+    async fn cron_binding_ticks_are_posted_with_their_metadata_and_discovery_is_options()
+    -> anyhow::Result<()> {
+        let dapr = DaprDouble::start_with(Options {
+            app_api_token: Some("app-token".into()),
+            ..Options::default()
+        })
+        .await;
+        let (calls, app) = fake_app(&[("/sweep", 200, "{}"), ("/refused", 500, "")]);
+        assert!(dapr.binding_subscribed(&app, "/sweep").await?);
+        assert!(!dapr.binding_subscribed(&app, "/absent").await?, "404");
+        let now = DateTime::parse_from_rfc3339("2026-05-01T08:30:00.25Z")?.to_utc();
+        assert_eq!(dapr.fire_cron_binding(&app, "/sweep", now).await, Ok(200));
+        assert_eq!(dapr.fire_cron_binding(&app, "/refused", now).await, Ok(500));
+
+        let calls = lock(&calls);
+        assert_eq!(calls[0].method(), Method::OPTIONS);
+        let tick = &calls[2];
+        assert_eq!(tick.method(), Method::POST);
+        assert_eq!(tick.uri().path(), "/sweep");
+        assert!(tick.body().is_empty());
+        assert_eq!(tick.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(tick.headers()[API_TOKEN_HEADER], "app-token");
+        assert_eq!(tick.headers()["timeZone"], "Local");
+        assert_eq!(
+            tick.headers()["readTimeUTC"],
+            "2026-05-01 08:30:00.250 +0000 UTC"
+        );
+        Ok(())
     }
 
     #[tokio::test]

@@ -108,7 +108,14 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         topic: vars::get("topic_tasks").await?,
         traceparent: delivery.traceparent.clone(),
     };
-    let rows = [events.created(&next, now)];
+    let reminders = EventContext {
+        topic: vars::get("topic_reminders").await?,
+        ..events.clone()
+    };
+    // The new occurrence's reminder, carried over from the completed task, is scheduled in
+    // the same statement that creates it.
+    let mut rows = vec![events.created(&next, now)];
+    rows.extend(reminders.reminder_changes(None, Some(&next), now));
     let db_url = vars::get("db_url").await?;
     let db = Db::open(&db_url).await?;
     let statement = intake::record_next_occurrence(&delivery.key, &next, &rows);

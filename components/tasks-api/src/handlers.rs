@@ -22,7 +22,10 @@ struct Ctx {
     user: UserId,
     db: Db,
     db_url: String,
+    /// Task events, to the `tasks` topic.
     events: EventContext,
+    /// Reminder events, to the `reminders` topic.
+    reminders: EventContext,
     if_match: Option<String>,
     location: String,
 }
@@ -49,14 +52,19 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     auth.authorize(header(req.headers(), "authorization"), user.as_str())?;
 
     let db_url = vars::get("db_url").await?;
+    let events = EventContext {
+        source: vars::get("event_source").await?,
+        topic: vars::get("topic_tasks").await?,
+        traceparent: header(req.headers(), "traceparent").map(str::to_owned),
+    };
     let ctx = Ctx {
         db: Db::open(&db_url).await?,
         db_url,
-        events: EventContext {
-            source: vars::get("event_source").await?,
-            topic: vars::get("topic_tasks").await?,
-            traceparent: header(req.headers(), "traceparent").map(str::to_owned),
+        reminders: EventContext {
+            topic: vars::get("topic_reminders").await?,
+            ..events.clone()
         },
+        events,
         if_match: header(req.headers(), "if-match").map(str::to_owned),
         location: collection,
         user,
@@ -116,7 +124,8 @@ async fn create_task(ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiError> {
     let changes = tasks::parse_create(body)?;
     let now = time::now();
     let task = Task::create(Uuid::now_v7(), &ctx.user, changes, now);
-    let events = [ctx.events.created(&task, now)];
+    let mut events = vec![ctx.events.created(&task, now)];
+    events.extend(ctx.reminders.reminder_changes(None, Some(&task), now));
     ctx.db.count(store::insert(&task, &events)).await?;
     let mut response = with_etag(reply::json(StatusCode::CREATED, &task), &task);
     if let Ok(location) = HeaderValue::from_str(&format!("{}/{}", ctx.location, task.id)) {
@@ -125,8 +134,8 @@ async fn create_task(ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiError> {
     Ok(response)
 }
 
-/// Read, apply, write-if-unchanged; retried when a concurrent write got there first.
-/// Returns the reply and whether anything was written.
+/// Read, apply, write-if-unchanged; retried when a concurrent write (or a reminder firing)
+/// got there first. Returns the reply and whether anything was written.
 async fn update_task(
     ctx: &Ctx,
     id: Uuid,
@@ -143,7 +152,13 @@ async fn update_task(
                 false,
             ));
         }
-        let events = ctx.events.for_change(&next, &changed, now);
+        // A PATCH may leave a reminder without the due date it needs.
+        next.check_reminder()?;
+        let mut events = ctx.events.for_change(&next, &changed, now);
+        events.extend(
+            ctx.reminders
+                .reminder_changes(Some(&current), Some(&next), now),
+        );
         if ctx
             .db
             .count(store::update(&next, current.version, &events))
@@ -160,7 +175,9 @@ async fn delete_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = load(ctx, id).await?;
         check_if_match(ctx, &current)?;
-        let events = [ctx.events.deleted(&current, time::now())];
+        let now = time::now();
+        let mut events = vec![ctx.events.deleted(&current, now)];
+        events.extend(ctx.reminders.reminder_changes(Some(&current), None, now));
         if ctx
             .db
             .count(store::delete(&current, current.version, &events))

@@ -17,8 +17,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError};
 use todo_core::error::ApiError;
 use todo_core::outbox::Pending;
+use todo_core::reminders::DueReminder;
 use todo_core::sql::{SqlValue, Statement};
-use todo_core::tasks::TaskRow;
+use todo_core::tasks::{ReminderColumns, TaskRow};
 use uuid::Uuid;
 
 pub struct Db(Connection);
@@ -94,7 +95,20 @@ impl Db {
         self.rows(statement)
             .await?
             .into_iter()
-            .map(|row| decode_task(&row).and_then(|r| r.into_task().map_err(ApiError::internal)))
+            .map(|row| {
+                decode_task(&row).and_then(|(task, reminder)| {
+                    task.into_task_with(reminder).map_err(ApiError::internal)
+                })
+            })
+            .collect()
+    }
+
+    /// Rows selected with `reminders::DUE_COLUMNS`.
+    pub async fn due_reminders(&self, statement: Statement) -> Result<Vec<DueReminder>, ApiError> {
+        self.rows(statement)
+            .await?
+            .iter()
+            .map(|row| decode_due_reminder(row))
             .collect()
     }
 }
@@ -205,8 +219,42 @@ fn unexpected(column: &str, value: &DbValue) -> ApiError {
     ApiError::internal(format!("column {column}: unexpected {value:?}"))
 }
 
+fn opt_int32(value: &DbValue, column: &str) -> Result<Option<i32>, ApiError> {
+    match value {
+        DbValue::DbNull => Ok(None),
+        other => int32(other, column).map(Some),
+    }
+}
+
+fn uuid(value: &DbValue, column: &str) -> Result<Uuid, ApiError> {
+    match value {
+        DbValue::Uuid(s) => Uuid::parse_str(s).map_err(|_| unexpected(column, value)),
+        other => Err(unexpected(column, other)),
+    }
+}
+
+/// Decodes a row selected with `reminders::DUE_COLUMNS`.
+fn decode_due_reminder(row: &[DbValue]) -> Result<DueReminder, ApiError> {
+    let [id, user_id, title, due_at, remind_at, minutes] = row else {
+        return Err(ApiError::internal(format!(
+            "due reminder row has {} columns",
+            row.len()
+        )));
+    };
+    Ok(DueReminder {
+        task_id: uuid(id, "id")?,
+        user_id: text(user_id, "user_id")?,
+        title: text(title, "title")?,
+        due_at: time(due_at, "due_at")?,
+        remind_at: time(remind_at, "remind_at")?,
+        remind_before_minutes: opt_int32(minutes, "remind_before_minutes")?
+            .map(|m| u32::try_from(m).map_err(|_| unexpected("remind_before_minutes", minutes)))
+            .transpose()?,
+    })
+}
+
 /// Decodes a row selected with `TASK_COLUMNS`.
-fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
+fn decode_task(row: &[DbValue]) -> Result<(TaskRow, ReminderColumns), ApiError> {
     let [
         id,
         user_id,
@@ -225,6 +273,9 @@ fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
         occurrence,
         series_anchor,
         anchor_occurrence,
+        remind_before_minutes,
+        remind_at,
+        reminder_fired_at,
     ] = row
     else {
         return Err(ApiError::internal(format!(
@@ -232,7 +283,12 @@ fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
             row.len()
         )));
     };
-    Ok(TaskRow {
+    let reminder = ReminderColumns {
+        remind_before_minutes: opt_int32(remind_before_minutes, "remind_before_minutes")?,
+        remind_at: opt_time(remind_at, "remind_at")?,
+        reminder_fired_at: opt_time(reminder_fired_at, "reminder_fired_at")?,
+    };
+    let task = TaskRow {
         id: match id {
             DbValue::Uuid(s) => Uuid::parse_str(s).map_err(|_| unexpected("id", id))?,
             other => return Err(unexpected("id", other)),
@@ -276,5 +332,6 @@ fn decode_task(row: &[DbValue]) -> Result<TaskRow, ApiError> {
         occurrence: int32(occurrence, "occurrence")?,
         series_anchor: opt_time(series_anchor, "series_anchor")?,
         anchor_occurrence: int32(anchor_occurrence, "anchor_occurrence")?,
-    })
+    };
+    Ok((task, reminder))
 }

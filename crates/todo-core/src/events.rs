@@ -1,9 +1,20 @@
-//! The task event catalog: CloudEvents 1.0 built with the maintained `cloudevents-sdk`.
+//! The event catalog: CloudEvents 1.0 built with the maintained `cloudevents-sdk`.
 //!
 //! DESIGN.md sections 1 and 4. One JSON schema per type lives in `schemas/`; the tests below
-//! check every built event against it. Events are stored in the outbox with the task change
-//! and published later with the same `id`, so a retry is recognisable as the same event.
+//! and `tests/event_schemas.rs` check every built event against it. Events are stored in the
+//! outbox with the task change and published later with the same `id`, so a retry is
+//! recognisable as the same event.
+//!
+//! Task events go to the `tasks` topic. Reminder events go to the `reminders` topic (an
+//! [`EventContext`] of its own), keyed by user id like every event, and only ever concern a
+//! *pending* reminder (`Task::pending_reminder`: set, not fired, task open):
+//! - `reminder.scheduled` when a task gains a pending reminder or its fire time moves;
+//! - `reminder.cancelled` when a pending reminder will not fire: its task was completed or
+//!   deleted, the reminder removed, or the due time changed (then a `reminder.scheduled` for
+//!   the new time follows, if a reminder remains);
+//! - `reminder.triggered` when the sweep fires it (`crate::reminders`).
 
+use crate::reminders::DueReminder;
 use crate::tasks::Task;
 use crate::tasks::store::OutboxRow;
 use crate::tasks::time::serde_utc;
@@ -16,13 +27,17 @@ pub const TASK_CREATED: &str = "task.created";
 pub const TASK_UPDATED: &str = "task.updated";
 pub const TASK_COMPLETED: &str = "task.completed";
 pub const TASK_DELETED: &str = "task.deleted";
+pub const REMINDER_SCHEDULED: &str = "reminder.scheduled";
+pub const REMINDER_CANCELLED: &str = "reminder.cancelled";
+pub const REMINDER_TRIGGERED: &str = "reminder.triggered";
 
 /// Where events go and what they carry over from the request.
 #[derive(Debug, Clone)]
 pub struct EventContext {
     /// CloudEvents `source` (a URI reference naming this app).
     pub source: String,
-    /// Topic of task events (`tasks`).
+    /// Topic of the events built with this context: `tasks` for task events, `reminders` for
+    /// reminder events.
     pub topic: String,
     /// W3C trace context of the request that caused the change, if it had one.
     pub traceparent: Option<String>,
@@ -59,6 +74,41 @@ struct DeletedData<'a> {
     last_state: &'a Task,
 }
 
+/// Why a pending reminder will not fire (`data.reason` of `reminder.cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    Completed,
+    Deleted,
+    /// The reminder was removed from the task.
+    Removed,
+    /// The task's due time changed; a `reminder.scheduled` follows if a reminder remains.
+    DueChanged,
+}
+
+/// `data` of `reminder.scheduled` and `reminder.triggered`.
+#[derive(Serialize)]
+struct ReminderData<'a> {
+    task_id: Uuid,
+    title: &'a str,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    due_at: DateTime<Utc>,
+    /// When the reminder fires (fired).
+    #[serde(serialize_with = "serde_utc::serialize")]
+    remind_at: DateTime<Utc>,
+    /// Set when the reminder is relative to the due time.
+    remind_before_minutes: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct CancelledData {
+    task_id: Uuid,
+    /// The fire time that will not happen.
+    #[serde(serialize_with = "serde_utc::serialize")]
+    remind_at: DateTime<Utc>,
+    reason: CancelReason,
+}
+
 impl EventContext {
     /// The events a change from `before` to `after` causes, in the order consumers must see
     /// them: `task.updated` for field changes, then `task.completed` when completion flipped.
@@ -81,6 +131,106 @@ impl EventContext {
             rows.push(self.completed(after, now));
         }
         rows
+    }
+
+    /// The reminder events of a change from `before` to `after` (`None` before a task is
+    /// created and after it is deleted), built with `self` as the context of the `reminders`
+    /// topic. See the module documentation for when each type is emitted.
+    pub fn reminder_changes(
+        &self,
+        before: Option<&Task>,
+        after: Option<&Task>,
+        now: DateTime<Utc>,
+    ) -> Vec<OutboxRow> {
+        let was = before.and_then(|t| Some((t, t.pending_reminder()?)));
+        let will = after.and_then(|t| Some((t, t.pending_reminder()?)));
+        let due_moved = matches!((before, after), (Some(b), Some(a)) if b.due_at != a.due_at);
+        let mut rows = Vec::new();
+        match (was, will) {
+            (None, None) => {}
+            (None, Some((task, at))) => rows.extend(self.reminder_scheduled(task, at, now)),
+            (Some((task, at)), None) => {
+                let reason = match after {
+                    None => CancelReason::Deleted,
+                    Some(a) if a.completed => CancelReason::Completed,
+                    Some(_) if due_moved => CancelReason::DueChanged,
+                    Some(_) => CancelReason::Removed,
+                };
+                rows.push(self.reminder_cancelled(task, at, reason, now));
+            }
+            (Some((old_task, old_at)), Some((task, at))) => {
+                if due_moved {
+                    let reason = CancelReason::DueChanged;
+                    rows.push(self.reminder_cancelled(old_task, old_at, reason, now));
+                }
+                if due_moved || at != old_at {
+                    rows.extend(self.reminder_scheduled(task, at, now));
+                }
+            }
+        }
+        rows
+    }
+
+    fn reminder_scheduled(
+        &self,
+        task: &Task,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<OutboxRow> {
+        let data = ReminderData {
+            task_id: task.id,
+            title: &task.title,
+            // A pending reminder always has a due time (`Task::reminder_fires_at`).
+            due_at: task.due_at?,
+            remind_at: at,
+            remind_before_minutes: task.reminder.and_then(|r| r.minutes_before()),
+        };
+        Some(self.build_for(
+            REMINDER_SCHEDULED,
+            task.id,
+            &task.user_id,
+            serde_json::to_value(data),
+            now,
+        ))
+    }
+
+    fn reminder_cancelled(
+        &self,
+        task: &Task,
+        at: DateTime<Utc>,
+        reason: CancelReason,
+        now: DateTime<Utc>,
+    ) -> OutboxRow {
+        let data = CancelledData {
+            task_id: task.id,
+            remind_at: at,
+            reason,
+        };
+        self.build_for(
+            REMINDER_CANCELLED,
+            task.id,
+            &task.user_id,
+            serde_json::to_value(data),
+            now,
+        )
+    }
+
+    /// `reminder.triggered` of a reminder the sweep found due, built before it is claimed.
+    pub fn reminder_triggered(&self, due: &DueReminder, now: DateTime<Utc>) -> OutboxRow {
+        let data = ReminderData {
+            task_id: due.task_id,
+            title: &due.title,
+            due_at: due.due_at,
+            remind_at: due.remind_at,
+            remind_before_minutes: due.remind_before_minutes,
+        };
+        self.build_for(
+            REMINDER_TRIGGERED,
+            due.task_id,
+            &due.user_id,
+            serde_json::to_value(data),
+            now,
+        )
     }
 
     pub fn created(&self, task: &Task, now: DateTime<Utc>) -> OutboxRow {
@@ -124,21 +274,33 @@ impl EventContext {
         data: serde_json::Result<serde_json::Value>,
         now: DateTime<Utc>,
     ) -> OutboxRow {
+        self.build_for(kind, task.id, &task.user_id, data, now)
+    }
+
+    /// An event about task `subject` of `user_id`.
+    fn build_for(
+        &self,
+        kind: &str,
+        subject: Uuid,
+        user_id: &str,
+        data: serde_json::Result<serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> OutboxRow {
         let id = Uuid::now_v7();
         let data = data.unwrap_or(serde_json::Value::Null);
         let event = cloud_event(
             id,
             &self.source,
             kind,
-            &task.id.to_string(),
-            &task.user_id,
+            &subject.to_string(),
+            user_id,
             self.traceparent.as_deref(),
             data,
             now,
         );
         OutboxRow {
             event_id: id,
-            user_id: task.user_id.clone(),
+            user_id: user_id.to_owned(),
             topic: self.topic.clone(),
             event,
         }
@@ -235,6 +397,181 @@ mod tests {
         assert!(e["time"].is_string());
         assert_eq!(row.user_id, "alice");
         assert_eq!(row.topic, "tasks");
+    }
+
+    mod reminders {
+        use super::*;
+        use crate::events::CancelReason;
+        use crate::tasks::Reminder;
+        use crate::tasks::time::parse_utc;
+
+        fn utc(text: &str) -> DateTime<Utc> {
+            parse_utc(text).expect("valid")
+        }
+
+        fn reminders() -> EventContext {
+            EventContext {
+                topic: "reminders".into(),
+                ..context(None)
+            }
+        }
+
+        /// An open task due at 09:00 with a reminder 30 minutes before.
+        fn reminded() -> Task {
+            let changes = TaskChanges {
+                title: Some("Dentist".into()),
+                due_at: Some(Some(utc("2026-05-01T09:00:00Z"))),
+                reminder: Some(Some(Reminder::Before(30))),
+                ..TaskChanges::default()
+            };
+            Task::create(
+                Uuid::now_v7(),
+                &UserId::parse("alice").expect("id"),
+                changes,
+                utc("2026-04-01T00:00:00Z"),
+            )
+        }
+
+        fn change(task: &Task, changes: TaskChanges) -> Vec<OutboxRow> {
+            let (after, _) = task.apply(&changes, utc("2026-04-02T00:00:00Z"));
+            reminders().reminder_changes(Some(task), Some(&after), Utc::now())
+        }
+
+        fn kinds(rows: &[OutboxRow]) -> Vec<&str> {
+            rows.iter()
+                .map(|r| r.event["type"].as_str().unwrap_or(""))
+                .collect()
+        }
+
+        #[test]
+        fn a_new_reminder_is_scheduled_on_the_reminders_topic_keyed_by_user() {
+            let task = reminded();
+            let rows = reminders().reminder_changes(None, Some(&task), Utc::now());
+            assert_eq!(kinds(&rows), ["reminder.scheduled"]);
+            let e = &rows[0].event;
+            assert_eq!(rows[0].topic, "reminders");
+            assert_eq!(e["partitionkey"], "alice");
+            assert_eq!(e["subject"], task.id.to_string());
+            assert_eq!(
+                e["data"],
+                serde_json::json!({
+                    "task_id": task.id, "title": "Dentist", "due_at": "2026-05-01T09:00:00Z",
+                    "remind_at": "2026-05-01T08:30:00Z", "remind_before_minutes": 30,
+                })
+            );
+            let plain = Task {
+                reminder: None,
+                ..task
+            };
+            assert!(
+                reminders()
+                    .reminder_changes(None, Some(&plain), Utc::now())
+                    .is_empty()
+            );
+        }
+
+        #[test]
+        fn completing_deleting_or_removing_cancels_a_pending_reminder() {
+            let task = reminded();
+            let cases = [
+                (
+                    TaskChanges {
+                        completed: Some(true),
+                        ..TaskChanges::default()
+                    },
+                    "completed",
+                ),
+                (
+                    TaskChanges {
+                        reminder: Some(None),
+                        ..TaskChanges::default()
+                    },
+                    "removed",
+                ),
+            ];
+            for (changes, reason) in cases {
+                let rows = change(&task, changes);
+                assert_eq!(kinds(&rows), ["reminder.cancelled"], "{reason}");
+                assert_eq!(rows[0].event["data"]["reason"], reason);
+                assert_eq!(rows[0].event["data"]["remind_at"], "2026-05-01T08:30:00Z");
+            }
+            let rows = reminders().reminder_changes(Some(&task), None, Utc::now());
+            assert_eq!(kinds(&rows), ["reminder.cancelled"]);
+            assert_eq!(
+                rows[0].event["data"]["reason"],
+                serde_json::to_value(CancelReason::Deleted).expect("json")
+            );
+        }
+
+        #[test]
+        fn a_due_change_cancels_and_reschedules_and_a_moved_reminder_reschedules() {
+            let task = reminded();
+            let rows = change(
+                &task,
+                TaskChanges {
+                    due_at: Some(Some(utc("2026-05-02T09:00:00Z"))),
+                    ..TaskChanges::default()
+                },
+            );
+            assert_eq!(kinds(&rows), ["reminder.cancelled", "reminder.scheduled"]);
+            assert_eq!(rows[0].event["data"]["reason"], "due_changed");
+            assert_eq!(rows[1].event["data"]["remind_at"], "2026-05-02T08:30:00Z");
+
+            let rows = change(
+                &task,
+                TaskChanges {
+                    reminder: Some(Some(Reminder::Before(60))),
+                    ..TaskChanges::default()
+                },
+            );
+            assert_eq!(kinds(&rows), ["reminder.scheduled"]);
+            assert_eq!(rows[0].event["data"]["remind_at"], "2026-05-01T08:00:00Z");
+
+            let same_time = TaskChanges {
+                title: Some("Dentist at 9".into()),
+                reminder: Some(Some(Reminder::At(utc("2026-05-01T08:30:00Z")))),
+                ..TaskChanges::default()
+            };
+            assert!(change(&task, same_time).is_empty(), "the fire time stayed");
+
+            let undated = TaskChanges {
+                due_at: Some(None),
+                reminder: Some(None),
+                ..TaskChanges::default()
+            };
+            let rows = change(&task, undated);
+            assert_eq!(kinds(&rows), ["reminder.cancelled"]);
+            assert_eq!(rows[0].event["data"]["reason"], "due_changed");
+        }
+
+        #[test]
+        fn a_fired_reminder_is_not_cancelled_and_reopening_reschedules() {
+            let task = Task {
+                reminder_fired_at: Some(utc("2026-05-01T08:30:05Z")),
+                ..reminded()
+            };
+            let done = TaskChanges {
+                completed: Some(true),
+                ..TaskChanges::default()
+            };
+            assert!(change(&task, done.clone()).is_empty(), "nothing pending");
+
+            let moved = change(
+                &task,
+                TaskChanges {
+                    due_at: Some(Some(utc("2026-05-03T09:00:00Z"))),
+                    ..TaskChanges::default()
+                },
+            );
+            assert_eq!(kinds(&moved), ["reminder.scheduled"], "fires again, later");
+
+            let (completed, _) = reminded().apply(&done, utc("2026-04-02T00:00:00Z"));
+            let reopen = TaskChanges {
+                completed: Some(false),
+                ..TaskChanges::default()
+            };
+            assert_eq!(kinds(&change(&completed, reopen)), ["reminder.scheduled"]);
+        }
     }
 
     #[test]

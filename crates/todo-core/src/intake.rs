@@ -24,28 +24,30 @@
 //! occurrence (see `series`) and its `task.created` event, in one statement with the
 //! `processed_events` marker of the event ([`record_next_occurrence`]). Every other event is
 //! acknowledged without touching the database, and so leaves no marker: there is nothing to
-//! de-duplicate. The engine only ever emits `task.created`, which causes no work, so it cannot
-//! loop. Reminder events are accepted and acknowledged; the reminders feature acts on them.
+//! de-duplicate. The engine only ever emits `task.created` (and `reminder.scheduled` when the
+//! next occurrence carries a reminder), which causes no work, so it cannot loop. Reminder
+//! events are accepted and acknowledged: they are for notifiers (push, e-mail) and cause no
+//! work in the backend, which already did its part by firing them (`crate::reminders`).
 
 use crate::error::ApiError;
-use crate::events::{TASK_COMPLETED, TASK_CREATED, TASK_DELETED, TASK_UPDATED};
+use crate::events::{
+    REMINDER_CANCELLED, REMINDER_SCHEDULED, REMINDER_TRIGGERED, TASK_COMPLETED, TASK_CREATED,
+    TASK_DELETED, TASK_UPDATED,
+};
 use crate::recurrence::Recurrence;
 use crate::series;
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::{parse_description, parse_tags, parse_title};
+use crate::tasks::reminder::MAX_MINUTES_BEFORE;
 use crate::tasks::store::{self, OutboxRow};
 use crate::tasks::time::parse_utc;
-use crate::tasks::{Priority, Task, UserId};
+use crate::tasks::{Priority, Reminder, Task, UserId};
 use chrono::{DateTime, Utc};
 use cloudevents::event::{Data, ExtensionValue, SpecVersion};
 use cloudevents::{AttributesReader, Event};
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
-
-pub const REMINDER_SCHEDULED: &str = "reminder.scheduled";
-pub const REMINDER_CANCELLED: &str = "reminder.cancelled";
-pub const REMINDER_TRIGGERED: &str = "reminder.triggered";
 
 /// The types each topic carries; anything else on it is dropped.
 pub const TASK_TYPES: [&str; 4] = [TASK_CREATED, TASK_UPDATED, TASK_COMPLETED, TASK_DELETED];
@@ -286,6 +288,13 @@ struct TaskData {
     priority: String,
     tags: Vec<String>,
     due_at: Option<String>,
+    /// Absent in events from before reminders existed.
+    #[serde(default)]
+    remind_before_minutes: Option<u32>,
+    #[serde(default)]
+    remind_at: Option<String>,
+    #[serde(default)]
+    reminder_fired_at: Option<String>,
     recurrence: Option<Recurrence>,
     /// Absent in events from before series existed: the task is then its own series.
     #[serde(default)]
@@ -387,6 +396,28 @@ fn into_task(data: TaskData, user: &UserId) -> Result<Task, Rejected> {
     if data.completed != completed_at.is_some() {
         return reject("data.task.completed_at must be set exactly when the task is completed");
     }
+    let due_at = time("data.task.due_at", data.due_at.as_deref())?;
+    let reminder = match (
+        data.remind_before_minutes,
+        time("data.task.remind_at", data.remind_at.as_deref())?,
+    ) {
+        (Some(_), Some(_)) => {
+            return reject("data.task has both remind_before_minutes and remind_at");
+        }
+        (Some(minutes), None) if minutes > MAX_MINUTES_BEFORE => {
+            return reject(format!(
+                "data.task.remind_before_minutes must be at most {MAX_MINUTES_BEFORE}"
+            ));
+        }
+        (Some(minutes), None) => Some(Reminder::Before(minutes)),
+        (None, Some(at)) => Some(Reminder::At(at)),
+        (None, None) => None,
+    };
+    if let Some(reminder) = reminder {
+        reminder
+            .check(due_at)
+            .map_err(|e| Rejected(format!("data.task.{}: {}", e.field, e.message)))?;
+    }
     Ok(Task {
         id: data.id,
         user_id: user.as_str().to_owned(),
@@ -406,7 +437,12 @@ fn into_task(data: TaskData, user: &UserId) -> Result<Task, Rejected> {
             ))
         })?,
         tags: parse_tags(data.tags.iter().map(String::as_str)).map_err(|e| field("tags", e))?,
-        due_at: time("data.task.due_at", data.due_at.as_deref())?,
+        due_at,
+        reminder,
+        reminder_fired_at: time(
+            "data.task.reminder_fired_at",
+            data.reminder_fired_at.as_deref(),
+        )?,
         recurrence: data.recurrence,
         series_id: data.series_id.unwrap_or(data.id),
         occurrence: data.occurrence,
@@ -431,7 +467,7 @@ pub enum Work {
 /// creates.
 pub fn plan(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
     match &delivery.event {
-        IncomingEvent::Reminder => Work::Acknowledge("reminder events are not acted on yet"),
+        IncomingEvent::Reminder => Work::Acknowledge("reminder events are for notifiers"),
         IncomingEvent::TaskChanged { .. } => Work::Acknowledge("no work for this type"),
         IncomingEvent::TaskCompleted(task) if !task.completed => {
             Work::Acknowledge("the task was re-opened")
@@ -793,7 +829,7 @@ mod tests {
             assert_eq!(delivery.event, IncomingEvent::Reminder);
             assert_eq!(
                 plan(&delivery, Uuid::nil(), now()),
-                Work::Acknowledge("reminder events are not acted on yet")
+                Work::Acknowledge("reminder events are for notifiers")
             );
         }
         assert!(parse(Topic::Reminders, None, &body(&event("reminder.snoozed"))).is_err());
@@ -840,6 +876,55 @@ mod tests {
             matches!(plan(&delivery, id, now()), Work::Acknowledge(_)),
             "what the engine emits causes no further work"
         );
+    }
+
+    #[test]
+    fn the_next_occurrence_carries_the_reminder_the_event_describes() {
+        let mut task = recurring_task();
+        task.reminder = Some(Reminder::At(
+            parse_utc("2026-01-30T19:00:00Z").expect("valid"),
+        ));
+        let done = TaskChanges {
+            completed: Some(true),
+            ..TaskChanges::default()
+        };
+        let (done, changed) = task.apply(&done, now());
+        let event = context().for_change(&done, &changed, now())[0]
+            .event
+            .clone();
+        let delivery = tasks(&event).expect("valid");
+        let Work::CreateNext(next) = plan(&delivery, Uuid::now_v7(), now()) else {
+            panic!("no next occurrence");
+        };
+        assert_eq!(
+            next.due_at,
+            Some(parse_utc("2026-02-28T08:00:00Z").expect("valid"))
+        );
+        assert_eq!(
+            next.reminder,
+            Some(Reminder::At(
+                parse_utc("2026-02-27T19:00:00Z").expect("valid")
+            )),
+            "13 hours before due, as before"
+        );
+
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut bad = event.clone();
+            edit(&mut bad);
+            tasks(&bad).expect_err("rejected").0
+        };
+        let both = with(&|e| e["data"]["task"]["remind_before_minutes"] = json!(5));
+        assert!(
+            both.contains("both remind_before_minutes and remind_at"),
+            "{both}"
+        );
+        let late = with(&|e| e["data"]["task"]["remind_at"] = json!("2026-02-01T00:00:00Z"));
+        assert!(
+            late.contains("data.task.remind_at: must not be after due_at"),
+            "{late}"
+        );
+        let undated = with(&|e| e["data"]["task"]["due_at"] = json!(null));
+        assert!(undated.contains("requires due_at"), "{undated}");
     }
 
     #[test]

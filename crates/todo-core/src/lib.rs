@@ -10,6 +10,7 @@ pub mod events;
 pub mod intake;
 pub mod outbox;
 pub mod recurrence;
+pub mod reminders;
 pub mod series;
 pub mod sql;
 pub mod subscriptions;

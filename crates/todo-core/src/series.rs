@@ -79,12 +79,18 @@ pub fn next_schedule(task: &Task, completed_at: DateTime<Utc>) -> Option<NextSch
 
 /// The task that follows `completed` in its series, with id `id`, or `None` when there is
 /// none: the task is not completed, does not recur, or its series has ended. Title,
-/// description, priority, tags and rule are copied; the new task is open.
+/// description, priority, tags and rule are copied; the new task is open. A reminder is
+/// carried over at the same distance before the new due time (`Reminder::carried`), not yet
+/// fired.
 pub fn next_occurrence(completed: &Task, id: Uuid, now: DateTime<Utc>) -> Option<Task> {
     if !completed.completed {
         return None;
     }
     let next = next_schedule(completed, completed.completed_at.unwrap_or(now))?;
+    let reminder = match (completed.reminder, completed.due_at, next.due_at) {
+        (Some(reminder), Some(due_at), Some(next_due)) => reminder.carried(due_at, next_due),
+        _ => None,
+    };
     Some(Task {
         id,
         user_id: completed.user_id.clone(),
@@ -95,6 +101,8 @@ pub fn next_occurrence(completed: &Task, id: Uuid, now: DateTime<Utc>) -> Option
         priority: completed.priority,
         tags: completed.tags.clone(),
         due_at: next.due_at,
+        reminder,
+        reminder_fired_at: None,
         recurrence: completed.recurrence.clone(),
         series_id: completed.series_id,
         occurrence: next.occurrence,
@@ -202,6 +210,36 @@ mod tests {
             (next.created_at, next.updated_at, next.version),
             (now, now, 1)
         );
+    }
+
+    #[test]
+    fn the_next_occurrence_carries_the_reminder_offset_unfired() {
+        use crate::tasks::Reminder;
+        let now = utc("2026-01-31T10:00:00Z");
+        for (reminder, expected) in [
+            (Reminder::Before(90), Reminder::Before(90)),
+            (
+                Reminder::At(utc("2026-01-30T21:00:00Z")),
+                Reminder::At(utc("2026-02-27T21:00:00Z")),
+            ),
+        ] {
+            let mut first = task(Some("2026-01-31T09:00:00Z"), Some(rule("monthly", |_| {})));
+            first.reminder = Some(reminder);
+            first.reminder_fired_at = Some(utc("2026-01-31T07:30:00Z"));
+            let done = complete(&first, "2026-01-31T09:30:00Z");
+            let next = next_occurrence(&done, Uuid::now_v7(), now).expect("a next occurrence");
+            assert_eq!(next.due_at, Some(utc("2026-02-28T09:00:00Z")));
+            assert_eq!(next.reminder, Some(expected));
+            assert_eq!(next.reminder_fired_at, None, "the new reminder is pending");
+            assert_eq!(
+                next.reminder_fires_at()
+                    .map(|at| next.due_at.map(|due| due - at)),
+                first
+                    .reminder_fires_at()
+                    .map(|at| first.due_at.map(|due| due - at)),
+                "the same distance before due"
+            );
+        }
     }
 
     #[test]

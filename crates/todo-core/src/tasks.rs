@@ -1,11 +1,13 @@
-//! Tasks: the domain model, request parsing, list queries and their SQL.
+//! Tasks: the domain model, request parsing, reminders, list queries and their SQL.
 
 pub mod input;
 pub mod list;
 pub mod model;
+pub mod reminder;
 pub mod store;
 pub mod time;
 
 pub use input::{TaskChanges, parse_complete, parse_create, parse_patch, parse_replace};
 pub use list::{ListQuery, Page};
-pub use model::{Priority, Task, TaskRow, UserId};
+pub use model::{Priority, ReminderColumns, Task, TaskRow, UserId};
+pub use reminder::Reminder;

@@ -4,7 +4,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::Value;
 use std::path::PathBuf;
 use todo_core::events::EventContext;
-use todo_core::tasks::{Task, TaskChanges, UserId, parse_create};
+use todo_core::reminders::DueReminder;
+use todo_core::tasks::{Reminder, Task, TaskChanges, UserId, parse_create};
 use uuid::Uuid;
 
 const BASE: &str = "https://todo-spin.dev/schemas/";
@@ -100,6 +101,77 @@ fn every_event_type_matches_its_schema() {
     }
 }
 
+fn kinds(rows: &[todo_core::tasks::store::OutboxRow]) -> Vec<&str> {
+    rows.iter()
+        .map(|r| r.event["type"].as_str().unwrap_or(""))
+        .collect()
+}
+
+#[test]
+fn every_reminder_event_matches_its_schema() {
+    let reminders = EventContext {
+        topic: "reminders".into(),
+        ..context()
+    };
+    let relative = task(
+        r#"{"title": "Call the bank", "due_at": "2026-03-31T09:00:00+02:00",
+            "remind_before_minutes": 30}"#,
+    );
+    let absolute = task(
+        r#"{"title": "Call the bank", "due_at": "2026-03-31T09:00:00+02:00",
+            "remind_at": "2026-03-30T20:00:00Z"}"#,
+    );
+    let now = Utc::now();
+    let later = Utc
+        .with_ymd_and_hms(2026, 4, 2, 7, 0, 0)
+        .single()
+        .expect("time");
+    for t in [&relative, &absolute] {
+        assert_valid("task.created", &context().created(t, now).event);
+        let scheduled = reminders.reminder_changes(None, Some(t), now);
+        assert_eq!(kinds(&scheduled), ["reminder.scheduled"]);
+        assert_valid("reminder.scheduled", &scheduled[0].event);
+
+        let move_due = TaskChanges {
+            due_at: Some(Some(later)),
+            ..TaskChanges::default()
+        };
+        let (moved, _) = t.apply(&move_due, now);
+        let rows = reminders.reminder_changes(Some(t), Some(&moved), now);
+        assert_eq!(kinds(&rows), ["reminder.cancelled", "reminder.scheduled"]);
+        assert_valid("reminder.cancelled", &rows[0].event);
+        assert_valid("reminder.scheduled", &rows[1].event);
+
+        let deleted = reminders.reminder_changes(Some(t), None, now);
+        assert_eq!(kinds(&deleted), ["reminder.cancelled"]);
+        assert_valid("reminder.cancelled", &deleted[0].event);
+
+        let due = DueReminder {
+            task_id: t.id,
+            user_id: t.user_id.clone(),
+            title: t.title.clone(),
+            due_at: t.due_at.expect("due"),
+            remind_at: t.reminder_fires_at().expect("a reminder"),
+            remind_before_minutes: t.reminder.and_then(Reminder::minutes_before),
+        };
+        assert_valid(
+            "reminder.triggered",
+            &reminders.reminder_triggered(&due, now).event,
+        );
+    }
+    let switch = TaskChanges {
+        reminder: Some(Some(Reminder::At(later))),
+        due_at: Some(Some(later)),
+        ..TaskChanges::default()
+    };
+    let (after, changed) = relative.apply(&switch, now);
+    assert_eq!(changed, ["due_at", "remind_before_minutes", "remind_at"]);
+    assert_valid(
+        "task.updated",
+        &context().for_change(&after, &changed, now)[0].event,
+    );
+}
+
 #[test]
 fn the_schemas_reject_what_the_contract_forbids() {
     let t = task(r#"{"title": "x"}"#);
@@ -114,5 +186,18 @@ fn the_schemas_reject_what_the_contract_forbids() {
     assert!(
         !validator("task.created").is_valid(&event),
         "partition key required"
+    );
+    let t = task(r#"{"title": "x", "due_at": "2026-04-01T09:00:00Z", "remind_before_minutes": 5}"#);
+    let reminders = EventContext {
+        topic: "reminders".into(),
+        ..context()
+    };
+    let mut event = reminders.reminder_changes(Some(&t), None, Utc::now())[0]
+        .event
+        .clone();
+    event["data"]["reason"] = "snoozed".into();
+    assert!(
+        !validator("reminder.cancelled").is_valid(&event),
+        "unknown reason"
     );
 }

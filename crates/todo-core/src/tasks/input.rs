@@ -3,10 +3,16 @@
 //! POST and PUT take a whole task (absent optional fields take their defaults); PATCH takes
 //! only the fields to change, where `null` clears an optional field. Old clients sent
 //! `due_date`, `is_recurring` and `recurring_interval`: those are accepted too.
+//!
+//! A reminder is one setting in two forms, `remind_before_minutes` or `remind_at` (see
+//! `tasks::reminder`): at most one of them may be non-null; `null` for the one given (or both)
+//! removes the reminder. Whether it fits the due time is checked here when the request carries
+//! both, and on the changed task otherwise (`Task::check_reminder`).
 
 use crate::error::ApiError;
 use crate::recurrence::{Recurrence, RecurrenceInput};
 use crate::tasks::model::{Priority, parse_description, parse_tags, parse_title};
+use crate::tasks::reminder::{self, AT_FIELD, MINUTES_FIELD, Reminder};
 use crate::tasks::time::parse_utc;
 use crate::validation::{Errors, FieldError};
 use chrono::{DateTime, Utc};
@@ -25,6 +31,8 @@ const READ_ONLY: &[&str] = &[
     "updated_at",
     "series_id",
     "occurrence",
+    "reminder_fires_at",
+    "reminder_fired_at",
 ];
 
 /// Validated changes to a task. `None` leaves a field as it is; for optional fields
@@ -37,6 +45,7 @@ pub struct TaskChanges {
     pub priority: Option<Priority>,
     pub tags: Option<Vec<String>>,
     pub due_at: Option<Option<DateTime<Utc>>>,
+    pub reminder: Option<Option<Reminder>>,
     pub recurrence: Option<Option<Recurrence>>,
 }
 
@@ -152,6 +161,8 @@ fn parse(body: &[u8], mode: Mode) -> Result<TaskChanges, ApiError> {
                 | "tags"
                 | "due_at"
                 | "due_date"
+                | "remind_before_minutes"
+                | "remind_at"
                 | "recurrence"
                 | "is_recurring"
                 | "recurring_interval"
@@ -231,6 +242,10 @@ fn parse(body: &[u8], mode: Mode) -> Result<TaskChanges, ApiError> {
     };
 
     changes.due_at = parse_due(&map, whole, &mut errors);
+    changes.reminder = parse_reminder(&map, whole, &mut errors);
+    if let (Some(due_at), Some(Some(reminder))) = (changes.due_at, changes.reminder) {
+        errors.take(reminder.check(due_at));
+    }
     changes.recurrence = parse_recurrence(&map, whole, &mut errors);
 
     errors.finish(|| changes).map_err(ApiError::from)
@@ -266,6 +281,38 @@ fn parse_due(
             ));
             None
         }
+    }
+}
+
+fn parse_reminder(
+    map: &Map<String, Value>,
+    whole: bool,
+    errors: &mut Errors,
+) -> Option<Option<Reminder>> {
+    let (minutes, at) = (map.get(MINUTES_FIELD), map.get(AT_FIELD));
+    if minutes.is_none() && at.is_none() {
+        return whole.then_some(None);
+    }
+    // Each is `None` when invalid (and reported), `Some(None)` when absent or null.
+    let minutes = match minutes {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => errors.take(reminder::parse_minutes(value)).map(Some),
+    };
+    let at = match at {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => errors.take(reminder::parse_at(value)).map(Some),
+    };
+    match (minutes?, at?) {
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                AT_FIELD,
+                "send either remind_before_minutes or remind_at, not both",
+            ));
+            None
+        }
+        (Some(minutes), None) => Some(Some(Reminder::Before(minutes))),
+        (None, Some(at)) => Some(Some(Reminder::At(at))),
+        (None, None) => Some(None),
     }
 }
 
@@ -420,6 +467,104 @@ mod tests {
             let error = parse_create(&body(value)).expect_err(name);
             assert_eq!(fields(error), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_reminder_is_one_of_two_forms_and_fits_its_due_time() {
+        let due = "2026-05-01T09:00:00Z";
+        let relative = parse_create(&body(json!({
+            "title": "t", "due_at": due, "remind_before_minutes": 30
+        })))
+        .expect("valid");
+        assert_eq!(relative.reminder, Some(Some(Reminder::Before(30))));
+        let absolute = parse_create(&body(json!({
+            "title": "t", "due_at": due, "remind_at": "2026-05-01T10:00:00+02:00",
+            "remind_before_minutes": null
+        })))
+        .expect("valid: a null other form is allowed, as a read task carries it");
+        assert_eq!(
+            absolute.reminder,
+            Some(Some(Reminder::At(
+                parse_utc("2026-05-01T08:00:00Z").expect("valid")
+            )))
+        );
+        let none = parse_replace(&body(json!({"title": "t", "due_at": due}))).expect("valid");
+        assert_eq!(none.reminder, Some(None), "PUT resets an omitted reminder");
+
+        // (body, the field reported, its message, case)
+        let cases = vec![
+            (
+                json!({"title": "t", "due_at": due, "remind_before_minutes": 5,
+                       "remind_at": due}),
+                "remind_at",
+                "send either remind_before_minutes or remind_at, not both",
+                "both forms",
+            ),
+            (
+                json!({"title": "t", "remind_before_minutes": 5}),
+                "remind_before_minutes",
+                "requires due_at: a reminder belongs to a due date; set one, or remove the \
+                 reminder in the same request",
+                "no due date",
+            ),
+            (
+                json!({"title": "t", "due_at": due, "remind_at": "2026-05-01T09:00:01Z"}),
+                "remind_at",
+                "must not be after due_at (2026-05-01T09:00:00Z)",
+                "after the due time",
+            ),
+            (
+                json!({"title": "t", "due_at": due, "remind_before_minutes": 525_601}),
+                "remind_before_minutes",
+                "must be a whole number of minutes from 0 to 525600 (a year)",
+                "over a year",
+            ),
+            (
+                json!({"title": "t", "due_at": due, "remind_before_minutes": "30"}),
+                "remind_before_minutes",
+                "must be an integer or null, not a string",
+                "a string",
+            ),
+            (
+                json!({"title": "t", "due_at": due, "remind_at": "2026-05-01T08:00:00"}),
+                "remind_at",
+                "must be an RFC 3339 date-time with a UTC offset, e.g. 2026-05-01T09:00:00+02:00",
+                "no offset",
+            ),
+        ];
+        for (value, field, message, case) in cases {
+            match parse_create(&body(value)).expect_err(case) {
+                ApiError::Unprocessable { errors } => {
+                    assert_eq!(errors, vec![FieldError::new(field, message)], "{case}");
+                }
+                other => panic!("{case}: expected 422, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn patch_keeps_an_omitted_reminder_and_null_removes_it() {
+        let keep = parse_patch(&body(json!({"title": "t"}))).expect("valid");
+        assert_eq!(keep.reminder, None);
+        for value in [
+            json!({"remind_before_minutes": null}),
+            json!({"remind_at": null}),
+            json!({"remind_at": null, "remind_before_minutes": null}),
+        ] {
+            let clear = parse_patch(&body(value.clone())).expect("valid");
+            assert_eq!(clear.reminder, Some(None), "{value}");
+        }
+        let set = parse_patch(&body(json!({"remind_before_minutes": 0}))).expect("valid");
+        assert_eq!(
+            set.reminder,
+            Some(Some(Reminder::Before(0))),
+            "checked against the stored due time later"
+        );
+        let read_only = parse_patch(&body(json!({
+            "reminder_fires_at": "2026-01-01T00:00:00Z", "reminder_fired_at": null
+        })))
+        .expect("read-only fields are ignored");
+        assert_eq!(read_only, TaskChanges::default());
     }
 
     #[test]

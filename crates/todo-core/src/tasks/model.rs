@@ -2,10 +2,11 @@
 
 use crate::recurrence::{Recurrence, RecurrenceInput};
 use crate::tasks::input::TaskChanges;
+use crate::tasks::reminder::Reminder;
 use crate::tasks::time::serde_utc;
 use crate::validation::FieldError;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 pub const TITLE_MAX: usize = 200;
@@ -169,21 +170,24 @@ pub fn tag_keys(tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| t.to_lowercase()).collect()
 }
 
-/// A task as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A task. Its JSON form, as the API returns it and events carry it, is [`TaskJson`]
+/// (schemas/task.json).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: Uuid,
-    #[serde(skip)]
     pub user_id: String,
     pub title: String,
     pub description: Option<String>,
     pub completed: bool,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
     pub completed_at: Option<DateTime<Utc>>,
     pub priority: Priority,
     pub tags: Vec<String>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
     pub due_at: Option<DateTime<Utc>>,
+    /// The reminder, valid against `due_at` (see `tasks::reminder`).
+    pub reminder: Option<Reminder>,
+    /// When the reminder fired; cleared whenever its fire time moves, so a moved reminder
+    /// fires again.
+    pub reminder_fired_at: Option<DateTime<Utc>>,
     pub recurrence: Option<Recurrence>,
     /// The series the task belongs to: the id of its first task (its own id for a new task).
     pub series_id: Uuid,
@@ -191,18 +195,76 @@ pub struct Task {
     /// occurrence, which the database enforces (migrations/0003_recurrence.sql).
     pub occurrence: u32,
     /// The due time the series' calendar counts from (see `series`).
-    #[serde(skip)]
     pub series_anchor: Option<DateTime<Utc>>,
     /// The occurrence `series_anchor` belongs to.
-    #[serde(skip)]
     pub anchor_occurrence: u32,
-    #[serde(serialize_with = "serde_utc::serialize")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "serde_utc::serialize")]
     pub updated_at: DateTime<Utc>,
-    /// Bumped by every write; the basis of the `ETag` and of lost-update protection.
-    #[serde(skip)]
+    /// Bumped by every write, and by a reminder firing; the basis of the `ETag` and of
+    /// lost-update protection.
     pub version: i64,
+}
+
+/// The JSON form of a [`Task`]. The reminder appears as the client set it
+/// (`remind_before_minutes` or `remind_at`, the other null) and as it takes effect:
+/// `reminder_fires_at` is when it fires, `reminder_fired_at` when it did. Those two are
+/// read-only, so a client may send back what it read.
+#[derive(Serialize)]
+pub struct TaskJson<'a> {
+    id: Uuid,
+    title: &'a str,
+    description: &'a Option<String>,
+    completed: bool,
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    completed_at: Option<DateTime<Utc>>,
+    priority: Priority,
+    tags: &'a [String],
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    due_at: Option<DateTime<Utc>>,
+    remind_before_minutes: Option<u32>,
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    remind_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    reminder_fires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    reminder_fired_at: Option<DateTime<Utc>>,
+    recurrence: &'a Option<Recurrence>,
+    series_id: Uuid,
+    occurrence: u32,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Task> for TaskJson<'a> {
+    fn from(task: &'a Task) -> Self {
+        Self {
+            id: task.id,
+            title: &task.title,
+            description: &task.description,
+            completed: task.completed,
+            completed_at: task.completed_at,
+            priority: task.priority,
+            tags: &task.tags,
+            due_at: task.due_at,
+            remind_before_minutes: task.reminder.and_then(Reminder::minutes_before),
+            remind_at: task.reminder.and_then(Reminder::absolute),
+            reminder_fires_at: task.reminder_fires_at(),
+            reminder_fired_at: task.reminder_fired_at,
+            recurrence: &task.recurrence,
+            series_id: task.series_id,
+            occurrence: task.occurrence,
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+        }
+    }
+}
+
+impl Serialize for Task {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TaskJson::from(self).serialize(serializer)
+    }
 }
 
 impl Task {
@@ -221,6 +283,8 @@ impl Task {
             priority: changes.priority.unwrap_or_default(),
             tags: changes.tags.unwrap_or_default(),
             due_at,
+            reminder: changes.reminder.flatten(),
+            reminder_fired_at: None,
             recurrence: changes.recurrence.flatten(),
             series_id: id,
             occurrence: 0,
@@ -233,8 +297,11 @@ impl Task {
     }
 
     /// The task after `changes`, and the names of the fields whose value changed, in a fixed
-    /// order. A change of `completed` also moves `completed_at`. With no change the task is
-    /// returned as it was (same version and `updated_at`).
+    /// order. A change of `completed` also moves `completed_at`; a change of the reminder's
+    /// fire time (by the reminder or by `due_at`) clears `reminder_fired_at`, so the moved
+    /// reminder fires again. With no change the task is returned as it was (same version and
+    /// `updated_at`). The result may hold a reminder that no longer fits its due time:
+    /// [`Task::check_reminder`] tells.
     pub fn apply(&self, changes: &TaskChanges, now: DateTime<Utc>) -> (Task, Vec<&'static str>) {
         let mut next = self.clone();
         let mut changed = Vec::new();
@@ -253,6 +320,18 @@ impl Task {
         set!(priority);
         set!(tags);
         set!(due_at);
+        if let Some(reminder) = changes.reminder
+            && next.reminder != reminder
+        {
+            let (old, new) = (next.reminder, reminder);
+            if old.and_then(Reminder::minutes_before) != new.and_then(Reminder::minutes_before) {
+                changed.push("remind_before_minutes");
+            }
+            if old.and_then(Reminder::absolute) != new.and_then(Reminder::absolute) {
+                changed.push("remind_at");
+            }
+            next.reminder = reminder;
+        }
         set!(recurrence);
         if let Some(completed) = changes.completed
             && next.completed != completed
@@ -261,11 +340,39 @@ impl Task {
             next.completed_at = completed.then_some(now);
             changed.push("completed");
         }
+        if next.reminder_fires_at() != self.reminder_fires_at() {
+            next.reminder_fired_at = None;
+        }
         if !changed.is_empty() {
             next.updated_at = now;
             next.version += 1;
         }
         (next, changed)
+    }
+
+    /// When the reminder fires: its time relative to `due_at`, or its absolute time. `None`
+    /// without a reminder.
+    pub fn reminder_fires_at(&self) -> Option<DateTime<Utc>> {
+        let due_at = self.due_at?;
+        self.reminder.map(|r| r.fire_time(due_at))
+    }
+
+    /// The fire time of a reminder still to come: set, not fired, on an open task. Only a
+    /// pending reminder is ever announced as scheduled, cancelled or triggered.
+    pub fn pending_reminder(&self) -> Option<DateTime<Utc>> {
+        if self.completed || self.reminder_fired_at.is_some() {
+            return None;
+        }
+        self.reminder_fires_at()
+    }
+
+    /// Whether the reminder fits the due time (see `Reminder::check`); a change that breaks
+    /// that, such as clearing `due_at` but not the reminder, is a 422.
+    pub fn check_reminder(&self) -> Result<(), FieldError> {
+        match self.reminder {
+            Some(reminder) => reminder.check(self.due_at),
+            None => Ok(()),
+        }
     }
 
     /// `"<version>"`, a strong entity tag for conditional requests.
@@ -274,7 +381,8 @@ impl Task {
     }
 }
 
-/// A task as read from the database, before its stored values are re-validated.
+/// A task as read from the database, before its stored values are re-validated. The reminder
+/// columns (migrations/0004_reminders.sql) come separately, as [`ReminderColumns`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
     pub id: Uuid,
@@ -296,9 +404,28 @@ pub struct TaskRow {
     pub anchor_occurrence: i32,
 }
 
+/// The reminder columns of a task row, in the order `store::TASK_COLUMNS` selects them after
+/// the others.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReminderColumns {
+    pub remind_before_minutes: Option<i32>,
+    /// The effective fire time.
+    pub remind_at: Option<DateTime<Utc>>,
+    pub reminder_fired_at: Option<DateTime<Utc>>,
+}
+
 impl TaskRow {
-    /// Fails only if the database holds something this code never writes.
+    /// The task without a reminder. Fails only if the database holds something this code
+    /// never writes.
     pub fn into_task(self) -> Result<Task, String> {
+        self.into_task_with(ReminderColumns::default())
+    }
+
+    /// The task with its reminder columns.
+    pub fn into_task_with(self, reminder: ReminderColumns) -> Result<Task, String> {
+        let reminder_fired_at = reminder.reminder_fired_at;
+        let reminder = Reminder::from_columns(reminder.remind_before_minutes, reminder.remind_at)
+            .map_err(|e| format!("task {}: {e}", self.id))?;
         let priority = Priority::from_rank(self.priority)
             .ok_or_else(|| format!("task {} has priority rank {}", self.id, self.priority))?;
         let recurrence = self
@@ -328,6 +455,8 @@ impl TaskRow {
             priority,
             tags: self.tags,
             due_at: self.due_at,
+            reminder,
+            reminder_fired_at,
             recurrence,
             series_id: self.series_id,
             occurrence,
@@ -417,6 +546,89 @@ mod tests {
         };
         let (reopened, _) = next.apply(&undone, t1);
         assert_eq!(reopened.completed_at, None);
+    }
+
+    #[test]
+    fn a_moved_fire_time_clears_the_fired_mark_and_a_kept_one_does_not() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let due = |h: i64| Some(Some(t0 + chrono::Duration::hours(h)));
+        let mut relative = sample(t0);
+        relative.due_at = Some(t0 + chrono::Duration::hours(10));
+        relative.reminder = Some(Reminder::Before(60));
+        relative.reminder_fired_at = Some(t0);
+        let mut absolute = relative.clone();
+        absolute.reminder = Some(Reminder::At(t0 + chrono::Duration::hours(5)));
+
+        let move_due = TaskChanges {
+            due_at: due(12),
+            ..TaskChanges::default()
+        };
+        let (moved, changed) = relative.apply(&move_due, t0);
+        assert_eq!(changed, ["due_at"]);
+        assert_eq!(
+            moved.reminder_fires_at(),
+            Some(t0 + chrono::Duration::hours(11))
+        );
+        assert_eq!(moved.reminder_fired_at, None, "fires again at the new time");
+        assert_eq!(moved.pending_reminder(), moved.reminder_fires_at());
+
+        let (kept, _) = absolute.apply(&move_due, t0);
+        assert_eq!(
+            kept.reminder_fired_at,
+            Some(t0),
+            "same fire time, fired already"
+        );
+        assert_eq!(kept.pending_reminder(), None);
+
+        let retitle = TaskChanges {
+            title: Some("other".into()),
+            ..TaskChanges::default()
+        };
+        assert_eq!(relative.apply(&retitle, t0).0.reminder_fired_at, Some(t0));
+    }
+
+    #[test]
+    fn a_completed_task_or_a_reminder_without_due_time_has_nothing_pending() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let mut task = sample(t0);
+        task.due_at = Some(t0);
+        task.reminder = Some(Reminder::Before(0));
+        assert_eq!(task.pending_reminder(), Some(t0));
+        let done = TaskChanges {
+            completed: Some(true),
+            ..TaskChanges::default()
+        };
+        assert_eq!(task.apply(&done, t0).0.pending_reminder(), None);
+
+        let undated = TaskChanges {
+            due_at: Some(None),
+            ..TaskChanges::default()
+        };
+        let (undated, _) = task.apply(&undated, t0);
+        assert_eq!(undated.pending_reminder(), None);
+        let error = undated
+            .check_reminder()
+            .expect_err("a reminder needs a due time");
+        assert_eq!(error.field, "remind_before_minutes");
+    }
+
+    #[test]
+    fn the_json_shows_the_reminder_as_set_and_as_it_fires() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let mut task = sample(t0);
+        task.due_at = Some(t0 + chrono::Duration::hours(1));
+        task.reminder = Some(Reminder::Before(15));
+        let json = serde_json::to_value(&task).expect("json");
+        assert_eq!(json["remind_before_minutes"], 15);
+        assert_eq!(json["remind_at"], serde_json::Value::Null);
+        assert_eq!(json["reminder_fires_at"], "1970-01-01T00:45:00Z");
+        assert_eq!(json["reminder_fired_at"], serde_json::Value::Null);
+        assert!(json.get("user_id").is_none() && json.get("version").is_none());
+        task.reminder = Some(Reminder::At(t0));
+        let json = serde_json::to_value(&task).expect("json");
+        assert_eq!(json["remind_before_minutes"], serde_json::Value::Null);
+        assert_eq!(json["remind_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(json["reminder_fires_at"], "1970-01-01T00:00:00Z");
     }
 
     #[test]

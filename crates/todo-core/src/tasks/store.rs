@@ -1,4 +1,5 @@
-//! All SQL of the `tasks` table (schema: migrations/0001_tasks.sql, 0003_recurrence.sql).
+//! All SQL of the `tasks` table (schema: migrations/0001_tasks.sql, 0003_recurrence.sql,
+//! 0004_reminders.sql). The reminder sweep's SQL is in `crate::reminders`.
 //!
 //! Writes are single statements: the task change and the events it causes (rows of the
 //! `outbox` table) commit together or not at all, with no transaction left open across calls.
@@ -7,9 +8,11 @@
 
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::{Task, tag_keys};
+use crate::tasks::reminder::Reminder;
 use uuid::Uuid;
 
-/// Column order every task query selects; the components decode rows in this order.
+/// Column order every task query selects; the components decode rows in this order: the
+/// columns of `TaskRow`, then those of `ReminderColumns`.
 ///
 /// Time columns are stored as `timestamptz` but selected as their UTC wall time (a plain
 /// `timestamp`): Spin's pg host decodes date-times with the naive `timestamp` decoder, which
@@ -19,7 +22,9 @@ pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, \
      due_at at time zone 'UTC' as due_at, recurrence, \
      created_at at time zone 'UTC' as created_at, updated_at at time zone 'UTC' as updated_at, \
      version, coalesce(series_id, id) as series_id, occurrence, \
-     series_anchor at time zone 'UTC' as series_anchor, anchor_occurrence";
+     series_anchor at time zone 'UTC' as series_anchor, anchor_occurrence, \
+     remind_before_minutes, remind_at at time zone 'UTC' as remind_at, \
+     reminder_fired_at at time zone 'UTC' as reminder_fired_at";
 
 /// An event to store with a task change, for the relay to publish (see `events`).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +40,15 @@ pub fn get(user_id: &str, id: Uuid) -> Statement {
         format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"),
         vec![SqlValue::Uuid(id), SqlValue::Text(user_id.to_owned())],
     )
+}
+
+/// `remind_before_minutes`: only a relative reminder has it.
+fn minutes_value(task: &Task) -> SqlValue {
+    task.reminder
+        .and_then(Reminder::minutes_before)
+        .map_or(SqlValue::Null, |m| {
+            SqlValue::Int32(i32::try_from(m).unwrap_or(i32::MAX))
+        })
 }
 
 fn recurrence_value(task: &Task) -> SqlValue {
@@ -65,7 +79,8 @@ pub fn push_insert(sql: &mut Builder, task: &Task, only_after: Option<&str>) {
     sql.push(
         "written as (insert into tasks (id, user_id, title, description, completed, \
          completed_at, priority, tags, tag_keys, due_at, recurrence, created_at, updated_at, \
-         version, series_id, occurrence, series_anchor, anchor_occurrence) ",
+         version, series_id, occurrence, series_anchor, anchor_occurrence, \
+         remind_before_minutes, remind_at, reminder_fired_at) ",
     );
     let values = [
         (SqlValue::Uuid(task.id), "uuid"),
@@ -89,6 +104,9 @@ pub fn push_insert(sql: &mut Builder, task: &Task, only_after: Option<&str>) {
             SqlValue::Int32(occurrence_value(task.anchor_occurrence)),
             "int4",
         ),
+        (minutes_value(task), "int4"),
+        (task.reminder_fires_at().into(), "timestamptz"),
+        (task.reminder_fired_at.into(), "timestamptz"),
     ];
     let placeholders: Vec<String> = values
         .into_iter()
@@ -113,6 +131,12 @@ fn occurrence_value(n: u32) -> i32 {
 
 /// Replaces a task's fields if it still has version `expected_version`. Returns one row: the
 /// number of tasks updated (0 when it changed or vanished in between).
+///
+/// `reminder_fired_at` is written as computed in Rust (`Task::apply` clears it when the fire
+/// time moved, and keeps it otherwise). That is safe only because the write is conditional on
+/// the version read and the sweep's claim bumps the version (`crate::reminders::claim`): a
+/// reminder firing between this request's read and write makes the write touch nothing and the
+/// request retry, instead of clearing the mark and firing the reminder twice.
 pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
     let mut sql = Builder::new("with written as (update tasks set ");
     let sets = [
@@ -128,6 +152,13 @@ pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> State
             "text[]",
         ),
         ("due_at", task.due_at.into(), "timestamptz"),
+        ("remind_before_minutes", minutes_value(task), "int4"),
+        ("remind_at", task.reminder_fires_at().into(), "timestamptz"),
+        (
+            "reminder_fired_at",
+            task.reminder_fired_at.into(),
+            "timestamptz",
+        ),
         ("recurrence", recurrence_value(task), "jsonb"),
         (
             "updated_at",

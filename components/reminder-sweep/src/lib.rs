@@ -1,0 +1,138 @@
+//! Spin component: the reminder sweep at `POST /reminder-sweep`.
+//!
+//! A Dapr `bindings.cron` input binding named `reminder-sweep` (k8s/base/dapr) POSTs here every
+//! 30 s on every replica, with an empty body (Dapr may also send `OPTIONS` once at start-up to
+//! learn whether the app takes the binding). Each call fires every reminder whose time has come
+//! and that has not fired: it claims each one with a single conditional statement that also
+//! stores its `reminder.triggered` event in the outbox, so a reminder fires exactly once however
+//! many replicas sweep at the same time, overdue ones fire on the first sweep after downtime, and
+//! one that was cancelled in the meantime never fires. Why this is a sweep rather than one Dapr
+//! job per reminder, and why the claim is exactly once, is documented in `todo_core::reminders`.
+//!
+//! The events are then published to the sidecar before the answer, user by user (the sweep is
+//! not user-facing, so it may take that time); whatever is left goes out with the outbox relay.
+
+use http::{Method, StatusCode};
+use serde::Serialize;
+use spin_sdk::http::{IntoResponse, Request};
+use std::collections::BTreeSet;
+use todo_adapters::db::Db;
+use todo_adapters::publish::{Flush, Publisher};
+use todo_adapters::reply::{self, Reply};
+use todo_adapters::vars;
+use todo_core::auth::check_app_token;
+use todo_core::error::ApiError;
+use todo_core::events::EventContext;
+use todo_core::reminders;
+use todo_core::tasks::time;
+
+/// Reminders read per round, and rounds per call: bounded so one call stays short; the next
+/// tick continues where this one stopped.
+const BATCH: i64 = 200;
+const MAX_ROUNDS: usize = 10;
+/// Events published per user per call.
+const EVENTS_PER_USER: i64 = 100;
+
+/// What one sweep did; the response body.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    /// Due reminders read.
+    due: usize,
+    /// Reminders this call fired.
+    fired: usize,
+    /// Due reminders another sweep fired first, or that changed since they were read.
+    skipped: usize,
+    /// Users whose reminders this call fired.
+    users: usize,
+    /// Events delivered to the sidecar.
+    published: usize,
+}
+
+/// Answers one tick of the cron binding. Instances are reused across requests, serially and
+/// concurrently, so nothing here is kept in statics.
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    let path = req.uri().path().to_owned();
+    match sweep(req).await {
+        Ok(response) => response,
+        Err(error) => reply::problem(&error, &path),
+    }
+}
+
+async fn sweep(req: Request) -> Result<Reply, ApiError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    check_app_token(&vars::get("app_api_token").await?, header("dapr-api-token"))?;
+    match *req.method() {
+        // Dapr asks whether the app takes the binding; any 2xx means yes.
+        Method::OPTIONS => return Ok(reply::empty(StatusCode::OK)),
+        Method::POST => {}
+        _ => {
+            return Err(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allow: &["POST", "OPTIONS"],
+            });
+        }
+    }
+    let events = EventContext {
+        source: vars::get("event_source").await?,
+        topic: vars::get("topic_reminders").await?,
+        traceparent: header("traceparent").map(str::to_owned),
+    };
+    let db = Db::open(&vars::get("db_url").await?).await?;
+
+    let mut summary = Summary::default();
+    let mut users = BTreeSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let due = db.due_reminders(reminders::due(BATCH)).await?;
+        summary.due += due.len();
+        for reminder in &due {
+            let event = events.reminder_triggered(reminder, time::now());
+            if db.count(reminders::claim(reminder, &event)).await? == 1 {
+                summary.fired += 1;
+                users.insert(reminder.user_id.clone());
+            } else {
+                summary.skipped += 1;
+            }
+        }
+        if i64::try_from(due.len()).unwrap_or(i64::MAX) < BATCH {
+            break;
+        }
+    }
+    summary.users = users.len();
+    summary.published = publish(&db, &users).await;
+    Ok(reply::json(StatusCode::OK, &summary))
+}
+
+/// Publishes the pending events of `users`, returning how many were delivered. A failure is
+/// logged, never answered: the events are in the outbox and the relay delivers them. The first
+/// failing user stops the loop, since the sidecar is then likely down for the others too.
+async fn publish(db: &Db, users: &BTreeSet<String>) -> usize {
+    if users.is_empty() {
+        return 0;
+    }
+    let publisher = match Publisher::load().await {
+        Ok(publisher) => publisher,
+        Err(error) => {
+            eprintln!("reminder-sweep: events left to the relay: {error}");
+            return 0;
+        }
+    };
+    let mut published = 0;
+    for user in users {
+        match publisher.flush_user_bulk(db, user, EVENTS_PER_USER).await {
+            Ok(Flush::Delivered(n)) => published += n,
+            // The lease holder's next round delivers them.
+            Ok(Flush::Busy) => {}
+            Ok(Flush::Failed { delivered, error }) => {
+                published += delivered;
+                eprintln!("reminder-sweep: events of {user} left to the relay: {error}");
+                break;
+            }
+            Err(error) => {
+                eprintln!("reminder-sweep: events of {user} left to the relay: {error}");
+                break;
+            }
+        }
+    }
+    published
+}
