@@ -1,12 +1,10 @@
 //! Task events: one CloudEvent per change through the transactional outbox to the Dapr
 //! sidecar double, in per-user order, never slowing or failing the request, never lost.
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_var, unused_port};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use todo_test_host::ReuseConfig;
 use todo_test_host::dapr::{Message, Mode};
 
 fn id_of(task: &Value) -> String {
@@ -206,16 +204,8 @@ async fn a_down_hanging_or_failing_sidecar_never_fails_or_slows_a_request_and_lo
 /// then dropped), a later relay run on a fresh host still delivers it.
 #[tokio::test]
 async fn an_event_written_with_its_task_survives_a_crash_before_publishing() {
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let doomed = spawn_app_with(
-        HashMap::from([("dapr_http_port".to_owned(), nowhere.to_string())]),
-        ReuseConfig::default(),
-    )
-    .await;
+    let nowhere = unused_port();
+    let doomed = spawn_app_with_var("dapr_http_port", nowhere).await;
     let task = doomed.create(json!({"title": "Survivor"})).await;
     assert_eq!(
         doomed.outbox_rows().await,
@@ -243,16 +233,8 @@ async fn an_event_written_with_its_task_survives_a_crash_before_publishing() {
 /// Writes go through an app whose sidecar is unreachable, so only the relay (bulk) publishes.
 #[tokio::test]
 async fn events_of_many_users_keep_per_user_order_through_bulk_relay() {
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let writer = spawn_app_with(
-        HashMap::from([("dapr_http_port".to_owned(), nowhere.to_string())]),
-        ReuseConfig::default(),
-    )
-    .await;
+    let nowhere = unused_port();
+    let writer = spawn_app_with_var("dapr_http_port", nowhere).await;
     let users: Vec<TestApp> = (0..3)
         .map(|_| writer.as_user(&crate::helpers::new_user()))
         .collect();
@@ -304,11 +286,7 @@ async fn events_of_many_users_keep_per_user_order_through_bulk_relay() {
 
 #[tokio::test]
 async fn the_relay_answers_dapr_binding_discovery_and_checks_the_app_token() {
-    let app = spawn_app_with(
-        HashMap::from([("app_api_token".to_owned(), "s3cret".to_owned())]),
-        ReuseConfig::default(),
-    )
-    .await;
+    let app = spawn_app_with_var("app_api_token", "s3cret").await;
     app.send(Method::POST, "/outbox-relay", &[], "")
         .await
         .problem(401);

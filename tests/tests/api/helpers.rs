@@ -168,6 +168,52 @@ pub async fn spawn_app_with(extra: HashMap<String, String>, reuse: ReuseConfig) 
     }
 }
 
+/// The app on a database of its own, cloned from the migrated template, with `extra`
+/// variables. For tests of work that spans every user, such as the reminder sweep, which would
+/// otherwise act on (and publish to its own sidecar) what tests running beside them wrote.
+pub async fn spawn_app_with_own_database(extra: HashMap<String, String>) -> TestApp {
+    // Clones of one template are made one at a time, after the binary's shared database.
+    static CLONING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    database().await;
+    let name = format!(
+        "todo_test_{}_{}",
+        std::process::id(),
+        Uuid::now_v7().simple()
+    );
+    {
+        let _one_at_a_time = CLONING.lock().await;
+        let template = std::env::var("TEST_TEMPLATE_DB").unwrap_or_else(|_| "todo_template".into());
+        connect("postgres")
+            .await
+            .batch_execute(&format!("create database {name} template {template}"))
+            .await
+            .expect("create a test database");
+    }
+    let mut vars = HashMap::from([("db_name".to_owned(), name.clone())]);
+    vars.extend(extra);
+    let mut app = spawn_app_with(vars, ReuseConfig::default()).await;
+    app.db = Arc::new(connect(&name).await);
+    app.db_name = name;
+    app
+}
+
+/// A loopback port nothing listens on: connecting to it is refused, as to a stopped server.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The app with one variable overridden, e.g. a dependency pointed at [`unused_port`].
+pub async fn spawn_app_with_var(name: &str, value: impl ToString) -> TestApp {
+    spawn_app_with(
+        HashMap::from([(name.to_owned(), value.to_string())]),
+        ReuseConfig::default(),
+    )
+    .await
+}
+
 pub fn token_for(sub: &str, expires_in: i64, secret: &str) -> String {
     let exp = chrono::Utc::now().timestamp() + expires_in;
     encode(
@@ -328,6 +374,18 @@ impl TestApp {
     /// One relay run, as the Dapr cron binding triggers it; returns its summary.
     pub async fn relay(&self) -> Value {
         let response = self.send(Method::POST, "/outbox-relay", &[], "").await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        response.json()
+    }
+
+    /// One reminder sweep, as the Dapr cron binding triggers it; returns its summary.
+    pub async fn sweep(&self) -> Value {
+        let response = self.send(Method::POST, "/reminder-sweep", &[], "").await;
         assert_eq!(
             response.status,
             StatusCode::OK,

@@ -2,7 +2,7 @@
 //! to the sidecar double, the double delivers to the intake as Dapr would, and the recurrence
 //! engine's effects are checked in PostgreSQL.
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_var, unused_port};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
@@ -603,16 +603,8 @@ async fn an_unreachable_database_is_answered_retry_and_a_redelivery_succeeds() {
     )
     .await;
     // The same app with a database port nothing listens on, as when PostgreSQL is stopped.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let down = spawn_app_with(
-        HashMap::from([("db_port".to_owned(), dead_port.to_string())]),
-        ReuseConfig::default(),
-    )
-    .await;
+    let dead_port = unused_port();
+    let down = spawn_app_with_var("db_port", dead_port).await;
 
     let outcome = deliver(&down, &down.dapr, "tasks", &completed).await;
 
@@ -640,8 +632,7 @@ async fn an_unreachable_database_is_answered_retry_and_a_redelivery_succeeds() {
 
 #[tokio::test]
 async fn calls_without_the_app_token_get_401_when_one_is_configured() {
-    let vars = HashMap::from([("app_api_token".to_owned(), "s3cret".to_owned())]);
-    let app = spawn_app_with(vars, ReuseConfig::default()).await;
+    let app = spawn_app_with_var("app_api_token", "s3cret").await;
     let event = json!({
         "specversion": "1.0", "id": "e1", "source": "/todo-spin/tasks", "type": "reminder.triggered",
         "datacontenttype": "application/json", "data": {"task_id": Uuid::nil()},

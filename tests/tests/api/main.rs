@@ -7,4 +7,5 @@
 mod events;
 mod helpers;
 mod intake;
+mod reminders;
 mod tasks;

@@ -1,11 +1,11 @@
 //! The task API end to end: every endpoint, filter, sort, pagination, error status and
 //! cross-user isolation, asserting status, headers, body and the rows in PostgreSQL.
 
-use crate::helpers::{JWT_SECRET, TestApp, new_user, spawn_app, spawn_app_with, token_for};
+use crate::helpers::{
+    JWT_SECRET, TestApp, new_user, spawn_app, spawn_app_with_var, token_for, unused_port,
+};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use todo_test_host::ReuseConfig;
 use uuid::Uuid;
 
 fn id_of(task: &Value) -> String {
@@ -497,8 +497,7 @@ async fn missing_invalid_or_expired_tokens_get_401_and_other_users_tokens_403() 
 
 #[tokio::test]
 async fn auth_can_be_switched_off_for_local_demos() {
-    let vars = HashMap::from([("auth_enabled".to_owned(), "false".to_owned())]);
-    let app = spawn_app_with(vars, ReuseConfig::default()).await;
+    let app = spawn_app_with_var("auth_enabled", "false").await;
     let response = app.send(Method::GET, &app.tasks_path(), &[], "").await;
     assert_eq!(response.status, StatusCode::OK);
 }
@@ -614,13 +613,8 @@ async fn sql_metacharacters_and_unicode_are_stored_verbatim() {
 #[tokio::test]
 async fn an_unreachable_database_gives_503_and_no_partial_write() {
     // A port nothing listens on: the connection is refused like a stopped server's.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let vars = HashMap::from([("db_port".to_owned(), dead_port.to_string())]);
-    let app = spawn_app_with(vars, ReuseConfig::default()).await;
+    let dead_port = unused_port();
+    let app = spawn_app_with_var("db_port", dead_port).await;
 
     let response = app.post_task(json!({"title": "lost?"})).await;
     let problem = response.problem(503);
