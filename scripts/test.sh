@@ -29,4 +29,4 @@ log "cargo test"
 cargo test --locked --release --workspace
 
 log "Kubernetes manifests"
-bash scripts/k8s-validate.sh
+bash scripts/k8s-validate.sh --require-routes
