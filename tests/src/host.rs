@@ -36,6 +36,11 @@ pub fn engine() -> Result<&'static Engine> {
     }
     let mut config = Config::new();
     config.wasm_component_model_async(true);
+    // `TODO_HOST_PERFMAP=1` writes /tmp/perf-<pid>.map so that `perf report` names guest
+    // functions (used to profile the benchmarks, see BENCHMARKS.md).
+    if std::env::var_os("TODO_HOST_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     // A cache that cannot be set up (no home directory, read-only disk) only costs time.
     if let Ok(cache) = wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
         config.cache(Some(cache));
