@@ -129,7 +129,7 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         }
     };
     if created == 1 {
-        publish::after_response(db_url, next.user_id.clone());
+        publish::after_response(db, next.user_id.clone());
     } else if processed == 1 {
         println!(
             "occurrence {} of series {} exists already; event {} changed nothing",

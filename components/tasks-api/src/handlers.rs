@@ -21,7 +21,6 @@ const WRITE_ATTEMPTS: usize = 3;
 struct Ctx {
     user: UserId,
     db: Db,
-    db_url: String,
     /// Task events, to the `tasks` topic.
     events: EventContext,
     /// Reminder events, to the `reminders` topic.
@@ -59,7 +58,6 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     };
     let ctx = Ctx {
         db: Db::open(&db_url).await?,
-        db_url,
         reminders: EventContext {
             topic: vars::get("topic_reminders").await?,
             ..events.clone()
@@ -96,7 +94,7 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         Action::Delete(id) => (delete_task(&ctx, id).await?, true),
     };
     if wrote {
-        publish::after_response(ctx.db_url, ctx.user.as_str().to_owned());
+        publish::after_response(ctx.db, ctx.user.as_str().to_owned());
     }
     Ok(reply)
 }

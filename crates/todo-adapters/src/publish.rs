@@ -57,13 +57,14 @@ pub enum Flush {
 const INLINE_BATCH: i64 = 20;
 
 /// Publishes `user_id`'s pending events after the response has gone out: the component-model
-/// task keeps running once it has returned its value (`wit_bindgen::spawn`). A failure here
-/// never reaches the client; the events stay in the outbox and the relay delivers them.
-pub fn after_response(db_url: String, user_id: String) {
+/// task keeps running once it has returned its value (`wit_bindgen::spawn`). It takes over the
+/// request's connection rather than checking out another (each checkout costs Spin's pool a
+/// session reset). A failure here never reaches the client; the events stay in the outbox and
+/// the relay delivers them.
+pub fn after_response(db: Db, user_id: String) {
     spin_sdk::wit_bindgen::spawn(async move {
         let flushed = async {
             let publisher = Publisher::load().await?;
-            let db = Db::open(&db_url).await?;
             publisher.flush_user(&db, &user_id, INLINE_BATCH).await
         };
         if let Err(error) = flushed.await {
