@@ -6,14 +6,14 @@
 //! first, under per-user leases so several replicas can relay at once without reordering,
 //! then prunes what was delivered long enough ago.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Serialize;
 use spin_sdk::http::{IntoResponse, Request};
+use todo_adapters::binding;
 use todo_adapters::db::Db;
 use todo_adapters::publish::{Flush, Publisher};
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
-use todo_core::auth::check_app_token;
 use todo_core::error::ApiError;
 use todo_core::{intake, outbox};
 
@@ -44,21 +44,8 @@ async fn handle(req: Request) -> impl IntoResponse {
 }
 
 async fn relay(req: Request) -> Result<Reply, ApiError> {
-    let token = req
-        .headers()
-        .get("dapr-api-token")
-        .and_then(|v| v.to_str().ok());
-    check_app_token(&vars::get("app_api_token").await?, token)?;
-    match *req.method() {
-        // Dapr asks whether the app subscribes to the binding; any 2xx means yes.
-        Method::OPTIONS => return Ok(reply::empty(StatusCode::OK)),
-        Method::POST => {}
-        _ => {
-            return Err(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allow: &["POST", "OPTIONS"],
-            });
-        }
+    if let Some(discovery) = binding::accept(&req).await? {
+        return Ok(discovery);
     }
     let db = Db::open(&vars::get("db_url").await?).await?;
     let publisher = Publisher::load().await?;

@@ -12,15 +12,15 @@
 //! The events are then published to the sidecar before the answer, user by user (the sweep is
 //! not user-facing, so it may take that time); whatever is left goes out with the outbox relay.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Serialize;
 use spin_sdk::http::{IntoResponse, Request};
 use std::collections::BTreeSet;
+use todo_adapters::binding;
 use todo_adapters::db::Db;
 use todo_adapters::publish::{Flush, Publisher};
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
-use todo_core::auth::check_app_token;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::reminders;
@@ -61,17 +61,8 @@ async fn handle(req: Request) -> impl IntoResponse {
 
 async fn sweep(req: Request) -> Result<Reply, ApiError> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    check_app_token(&vars::get("app_api_token").await?, header("dapr-api-token"))?;
-    match *req.method() {
-        // Dapr asks whether the app takes the binding; any 2xx means yes.
-        Method::OPTIONS => return Ok(reply::empty(StatusCode::OK)),
-        Method::POST => {}
-        _ => {
-            return Err(ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allow: &["POST", "OPTIONS"],
-            });
-        }
+    if let Some(discovery) = binding::accept(&req).await? {
+        return Ok(discovery);
     }
     let events = EventContext {
         source: vars::get("event_source").await?,
