@@ -404,3 +404,63 @@ fn duplicate_and_reordered_deliveries_change_nothing() {
         );
     });
 }
+
+/// With PostgreSQL really stopped, a delivery is answered RETRY (Dapr redelivers later) and
+/// changes nothing; once the server is back, the redelivery succeeds by itself and creates the
+/// next occurrence exactly once.
+#[test]
+fn the_intake_answers_retry_while_postgres_is_stopped_and_succeeds_once_it_is_back() {
+    let _one_at_a_time = serial();
+    runtime().block_on(async {
+        let server = PrivatePostgres::start().await;
+        server.create_database("todo").await;
+        let app = spawn_app_on(
+            server.port,
+            "todo",
+            PUBLISH_TIMEOUT_MS,
+            ReuseConfig::default(),
+        )
+        .await;
+        let user = new_user("retry");
+        let auth = token(&user, 3600, JWT_SECRET);
+        let event = completed_recurring(&app, &user, &auth, 0).await;
+
+        assert!(server.stop().await, "pg_ctl stop failed");
+        assert_eq!(deliver(&app, &event).await, "RETRY", "database down");
+        assert!(server.start_again().await, "pg_ctl start failed");
+        let mut status = String::new();
+        for _ in 0..50 {
+            status = deliver(&app, &event).await;
+            if status == "SUCCESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, "SUCCESS", "redelivery once the database is back");
+        assert_eq!(
+            deliver(&app, &event).await,
+            "SUCCESS",
+            "and again: already handled"
+        );
+
+        let db = connect(&format!(
+            "postgres://postgres@127.0.0.1:{}/todo",
+            server.port
+        ))
+        .await;
+        let next: i64 = db
+            .query_one(
+                "select count(*) from tasks where user_id = $1 and occurrence = 1",
+                &[&user],
+            )
+            .await
+            .expect("count next occurrences")
+            .get(0);
+        assert_eq!(next, 1, "exactly one next occurrence");
+        held(
+            1,
+            "intake RETRY while PostgreSQL was stopped".into(),
+            "intake answered RETRY while PostgreSQL was stopped and SUCCESS after restart (one next occurrence)".into(),
+        );
+    });
+}

@@ -21,7 +21,7 @@ pub const JWT_SECRET: &str = "reliability-secret";
 /// How long one request may take before the check counts it as unanswered.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The checks of this binary, for the summary line.
-const PARTS: usize = 5;
+const PARTS: usize = 6;
 
 /// The checks run one at a time: each loads both cores, and the outage check stops a server.
 pub fn serial() -> MutexGuard<'static, ()> {
