@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use todo_test_host::dapr::AppClient;
 use todo_test_host::dapr::DaprDouble;
 use todo_test_host::{App, ReuseConfig};
 use tokio::sync::OnceCell;
@@ -212,6 +213,18 @@ pub async fn spawn_app_with_var(name: &str, value: impl ToString) -> TestApp {
         ReuseConfig::default(),
     )
     .await
+}
+
+/// The app as the sidecar calls it.
+pub fn sidecar_view(app: &App) -> impl AppClient + use<> {
+    let app = app.clone();
+    move |mut req: Request<Bytes>| {
+        let app = app.clone();
+        async move {
+            *req.uri_mut() = format!("http://127.0.0.1:3000{}", req.uri()).parse()?;
+            app.handle(req).await
+        }
+    }
 }
 
 pub fn token_for(sub: &str, expires_in: i64, secret: &str) -> String {

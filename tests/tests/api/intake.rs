@@ -2,31 +2,21 @@
 //! to the sidecar double, the double delivers to the intake as Dapr would, and the recurrence
 //! engine's effects are checked in PostgreSQL.
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_var, unused_port};
+use crate::helpers::{
+    TestApp, sidecar_view, spawn_app, spawn_app_with, spawn_app_with_var, unused_port,
+};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use todo_test_host::dapr::{AppAnswer, AppClient, DaprDouble, DeliveryOutcome, Message, Options};
-use todo_test_host::{App, ReuseConfig};
+use todo_test_host::ReuseConfig;
+use todo_test_host::dapr::{AppAnswer, DaprDouble, DeliveryOutcome, Message, Options};
 use uuid::Uuid;
 
 const PUBSUB: &str = "kafka-pubsub";
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The app as the sidecar calls it.
-fn sidecar_view(app: &App) -> impl AppClient + use<> {
-    let app = app.clone();
-    move |mut req: Request<Bytes>| {
-        let app = app.clone();
-        async move {
-            *req.uri_mut() = format!("http://127.0.0.1:3000{}", req.uri()).parse()?;
-            app.handle(req).await
-        }
-    }
-}
 
 fn id_of(task: &Value) -> Uuid {
     Uuid::parse_str(task["id"].as_str().expect("task has an id")).expect("a uuid")

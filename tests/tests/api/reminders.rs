@@ -6,14 +6,13 @@
 //! and would otherwise fire (and publish to its own sidecar double) those of tests running
 //! beside it. Times are a few seconds ahead at most, and every wait is bounded.
 
-use crate::helpers::{TestApp, spawn_app_with, spawn_app_with_own_database};
-use bytes::Bytes;
+use crate::helpers::{TestApp, sidecar_view, spawn_app_with, spawn_app_with_own_database};
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
-use todo_test_host::dapr::{AppClient, DaprDouble, Message, Mode, Options};
-use todo_test_host::{App, ReuseConfig};
+use todo_test_host::ReuseConfig;
+use todo_test_host::dapr::{DaprDouble, Message, Mode, Options};
 use uuid::Uuid;
 
 const TRIGGERED: &str = "reminder.triggered";
@@ -118,18 +117,6 @@ async fn fired_rows(app: &TestApp) -> i64 {
         .await
         .expect("query tasks")
         .get(0)
-}
-
-/// The app as the sidecar calls it.
-fn sidecar_view(app: &App) -> impl AppClient + use<> {
-    let app = app.clone();
-    move |mut req: Request<Bytes>| {
-        let app = app.clone();
-        async move {
-            *req.uri_mut() = format!("http://127.0.0.1:3000{}", req.uri()).parse()?;
-            app.handle(req).await
-        }
-    }
 }
 
 #[tokio::test]
