@@ -11,6 +11,7 @@ pub mod app;
 pub mod dapr;
 mod host;
 pub mod manifest;
+pub mod native_sql;
 mod postgres;
 pub mod router;
 pub mod variables;

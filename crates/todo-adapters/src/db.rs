@@ -53,28 +53,31 @@ impl Db {
             .map_err(map_error)
     }
 
-    /// Rows selected with `outbox::PENDING_COLUMNS`.
-    pub async fn pending(&self, statement: Statement) -> Result<Vec<Pending>, ApiError> {
-        self.rows(statement)
-            .await?
-            .iter()
-            .map(|row| match row.as_slice() {
-                [
-                    DbValue::Int64(seq),
-                    DbValue::Uuid(id),
-                    DbValue::Str(topic),
-                    DbValue::Jsonb(event),
-                ] => Ok(Pending {
-                    seq: *seq,
-                    event_id: Uuid::parse_str(id)
-                        .map_err(|_| ApiError::internal(format!("outbox id {id}")))?,
-                    topic: topic.clone(),
-                    event: serde_json::from_slice(event)
-                        .map_err(|e| ApiError::internal(format!("outbox event: {e}")))?,
-                }),
-                other => Err(ApiError::internal(format!("outbox row {other:?}"))),
-            })
-            .collect()
+    /// Runs `outbox::claim_pending`: `None` when the lease is busy, else the claimed events.
+    pub async fn claim_pending(
+        &self,
+        statement: Statement,
+    ) -> Result<Option<Vec<Pending>>, ApiError> {
+        let rows = self.rows(statement).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.iter()
+            .filter(|row| !matches!(row.first(), Some(DbValue::DbNull)))
+            .map(|row| decode_pending(row))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// Runs a statement that returns a single boolean.
+    pub async fn flag(&self, statement: Statement) -> Result<bool, ApiError> {
+        let rows = self.rows(statement).await?;
+        match rows.first().and_then(|row| row.first()) {
+            Some(DbValue::Boolean(b)) => Ok(*b),
+            other => Err(ApiError::internal(format!(
+                "expected a boolean, got {other:?}"
+            ))),
+        }
     }
 
     /// Runs a statement that returns a single count (e.g. `select count(*) from written`).
@@ -110,6 +113,26 @@ impl Db {
             .iter()
             .map(|row| decode_due_reminder(row))
             .collect()
+    }
+}
+
+/// A row selected with `outbox::PENDING_COLUMNS`.
+fn decode_pending(row: &[DbValue]) -> Result<Pending, ApiError> {
+    match row {
+        [
+            DbValue::Int64(seq),
+            DbValue::Uuid(id),
+            DbValue::Str(topic),
+            DbValue::Jsonb(event),
+        ] => Ok(Pending {
+            seq: *seq,
+            event_id: Uuid::parse_str(id)
+                .map_err(|_| ApiError::internal(format!("outbox id {id}")))?,
+            topic: topic.clone(),
+            event: serde_json::from_slice(event)
+                .map_err(|e| ApiError::internal(format!("outbox event: {e}")))?,
+        }),
+        other => Err(ApiError::internal(format!("outbox row {other:?}"))),
     }
 }
 

@@ -73,6 +73,12 @@ pub fn after_response(db: Db, user_id: String) {
     });
 }
 
+/// What one round sent: the sequence numbers the sidecar accepted, and the first failure.
+struct Round {
+    delivered: Vec<i64>,
+    failure: Option<(i64, String)>,
+}
+
 /// How far a run of events got.
 struct RunOutcome {
     delivered: usize,
@@ -107,10 +113,12 @@ impl Publisher {
         self.flush(db, user_id, batch, true).await
     }
 
-    /// Publishes under the user's lease, round after round until a round finds nothing:
-    /// events committed while another publisher held the lease (whose writer therefore found
-    /// it busy) are picked up by the holder's next round instead of waiting for the relay. A
-    /// busy lease is retried briefly for the same reason.
+    /// Publishes under the user's lease, round after round while more is due (up to
+    /// `MAX_ROUNDS`): events committed while another publisher held the lease (whose writer
+    /// therefore found it busy) are picked up by the holder's next round instead of waiting
+    /// for the relay. A busy lease is retried briefly for the same reason.
+    ///
+    /// A round is two statements: claim-and-read, then mark-release-and-check.
     async fn flush(
         &self,
         db: &Db,
@@ -121,63 +129,63 @@ impl Publisher {
         let mut delivered = 0;
         for round in 0..MAX_ROUNDS {
             let holder = Uuid::now_v7();
-            if !self.claim(db, user_id, holder).await? {
+            let Some(pending) = self.claim(db, user_id, holder, batch).await? else {
                 return Ok(if round == 0 {
                     Flush::Busy
                 } else {
                     Flush::Delivered(delivered)
                 });
+            };
+            let round = self.publish_pending(user_id, &pending, bulk).await;
+            if let Some((seq, error)) = &round.failure {
+                // Backs the user off before the lease goes, so no one retries at once. Should
+                // this fail, the lease expires by itself and the round is sent again.
+                db.execute(outbox::mark_failed(user_id, *seq, error))
+                    .await?;
             }
-            let outcome = self.publish_pending(db, user_id, batch, bulk).await;
-            // The lease also expires by itself; releasing early lets the next writer publish now.
-            let released = db.execute(outbox::release_lease(user_id, holder)).await;
-            let outcome = outcome?;
-            released?;
-            match outcome {
-                Flush::Delivered(0) => break,
-                Flush::Delivered(n) => delivered += n,
-                Flush::Failed {
-                    delivered: n,
-                    error,
-                } => {
-                    return Ok(Flush::Failed {
-                        delivered: delivered + n,
-                        error,
-                    });
-                }
-                Flush::Busy => break,
+            let more = db
+                .flag(outbox::finish_round(user_id, holder, &round.delivered))
+                .await?;
+            delivered += round.delivered.len();
+            if let Some((_, error)) = round.failure {
+                return Ok(Flush::Failed { delivered, error });
+            }
+            if !more {
+                break;
             }
         }
         Ok(Flush::Delivered(delivered))
     }
 
-    /// Claims the user's lease, waiting a little while another publisher finishes.
-    async fn claim(&self, db: &Db, user_id: &str, holder: Uuid) -> Result<bool, ApiError> {
+    /// Claims the user's lease and reads what is due, waiting a little while another
+    /// publisher finishes. `None`: the lease stayed busy.
+    async fn claim(
+        &self,
+        db: &Db,
+        user_id: &str,
+        holder: Uuid,
+        batch: i64,
+    ) -> Result<Option<Vec<Pending>>, ApiError> {
         for attempt in 0..CLAIM_ATTEMPTS {
             if attempt > 0 {
                 monotonic_clock::wait_for(CLAIM_RETRY_NANOS).await;
             }
-            let claimed = !db
-                .rows(outbox::claim_lease(user_id, holder, LEASE_SECONDS))
-                .await?
-                .is_empty();
-            if claimed {
-                return Ok(true);
+            let claimed = db
+                .claim_pending(outbox::claim_pending(user_id, holder, LEASE_SECONDS, batch))
+                .await?;
+            if claimed.is_some() {
+                return Ok(claimed);
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
-    async fn publish_pending(
-        &self,
-        db: &Db,
-        user_id: &str,
-        batch: i64,
-        bulk: bool,
-    ) -> Result<Flush, ApiError> {
-        let pending = db.pending(outbox::pending(user_id, batch)).await?;
-        let mut delivered = Vec::new();
-        let mut failure = None;
+    /// Sends `pending` in order and stops at the first failure, so nothing overtakes it.
+    async fn publish_pending(&self, user_id: &str, pending: &[Pending], bulk: bool) -> Round {
+        let mut round = Round {
+            delivered: Vec::new(),
+            failure: None,
+        };
         // Runs of the same topic, in order; a bulk request carries one topic.
         for run in pending.chunk_by(|a, b| a.topic == b.topic) {
             let outcome = if bulk && run.len() > 1 {
@@ -185,27 +193,15 @@ impl Publisher {
             } else {
                 self.publish_each(user_id, run).await
             };
-            delivered.extend(run.iter().take(outcome.delivered).map(|e| e.seq));
+            round
+                .delivered
+                .extend(run.iter().take(outcome.delivered).map(|e| e.seq));
             if let Some(error) = outcome.error {
-                failure = Some((run[outcome.delivered].seq, error));
+                round.failure = Some((run[outcome.delivered].seq, error));
                 break;
             }
         }
-        if !delivered.is_empty() {
-            db.execute(outbox::mark_delivered(user_id, &delivered))
-                .await?;
-        }
-        match failure {
-            None => Ok(Flush::Delivered(delivered.len())),
-            Some((seq, error)) => {
-                db.execute(outbox::mark_failed(user_id, seq, &error))
-                    .await?;
-                Ok(Flush::Failed {
-                    delivered: delivered.len(),
-                    error,
-                })
-            }
-        }
+        round
     }
 
     async fn publish_each(&self, user_id: &str, events: &[Pending]) -> RunOutcome {

@@ -22,59 +22,63 @@ pub struct Pending {
     pub event: serde_json::Value,
 }
 
-/// Column order of [`pending`]; publishers decode rows in this order.
+/// Column order of [`claim_pending`]; publishers decode rows in this order.
 pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
 
-/// Claims the publishing lease of `user_id` for `holder`, unless another holder has an
-/// unexpired one. Returns one row when claimed, none otherwise.
-pub fn claim_lease(user_id: &str, holder: Uuid, lease_seconds: i32) -> Statement {
+/// Claims the publishing lease of `user_id` for `holder` (unless another holder has an
+/// unexpired one) and, in the same round trip, reads up to `limit` of the user's undelivered
+/// events in order, if their backoff has passed.
+///
+/// No row: the lease is busy. One row of nulls: claimed, nothing due. Otherwise the events.
+///
+/// The events are read with the statement's snapshot, taken before the claim: a previous
+/// holder that marked events delivered and released the lease in between is only seen through
+/// the row lock, whose re-check drops rows delivered since the snapshot. Without
+/// `for no key update` those events would be published twice.
+///
+/// `next_attempt_at` is checked on the first pending row only: once the head is due, the
+/// whole batch goes out in order.
+pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64) -> Statement {
     Statement::new(
-        "insert into outbox_leases (user_id, holder, expires_at) \
-         values ($1::text, $2::uuid, now() + make_interval(secs => $3::int4)) \
-         on conflict (user_id) do update set holder = excluded.holder, \
-         expires_at = excluded.expires_at where outbox_leases.expires_at < now() \
-         returning holder",
+        format!(
+            "with claimed as (insert into outbox_leases (user_id, holder, expires_at) \
+             values ($1::text, $2::uuid, now() + make_interval(secs => $3::int4)) \
+             on conflict (user_id) do update set holder = excluded.holder, \
+             expires_at = excluded.expires_at where outbox_leases.expires_at < now() \
+             returning holder) \
+             select {PENDING_COLUMNS} from claimed left join lateral \
+             (select {PENDING_COLUMNS} from outbox where user_id = $1::text \
+              and delivered_at is null \
+              and (select min(next_attempt_at) from outbox where user_id = $1::text \
+                   and delivered_at is null) <= now() \
+              order by seq limit $4::int8 for no key update) pending on true \
+             order by seq"
+        ),
         vec![
             SqlValue::Text(user_id.to_owned()),
             SqlValue::Uuid(holder),
             SqlValue::Int32(lease_seconds),
+            SqlValue::Int64(limit),
         ],
     )
 }
 
-pub fn release_lease(user_id: &str, holder: Uuid) -> Statement {
+/// Ends a publishing round in one round trip: marks `delivered` (scoped by user, so a stray
+/// sequence number cannot touch another user's rows), releases `holder`'s lease, and answers
+/// whether more of the user's events are due, so that the holder goes on with another round
+/// instead of leaving them to the relay (writers that found the lease busy rely on that).
+pub fn finish_round(user_id: &str, holder: Uuid, delivered: &[i64]) -> Statement {
     Statement::new(
-        "delete from outbox_leases where user_id = $1::text and holder = $2::uuid",
-        vec![SqlValue::Text(user_id.to_owned()), SqlValue::Uuid(holder)],
-    )
-}
-
-/// The user's undelivered events in order, if their backoff has passed.
-///
-/// `next_attempt_at` is checked on the first pending row only: once the head is due, the
-/// whole batch goes out in order.
-pub fn pending(user_id: &str, limit: i64) -> Statement {
-    Statement::new(
-        format!(
-            "select {PENDING_COLUMNS} from outbox where user_id = $1::text \
-             and delivered_at is null \
-             and (select min(next_attempt_at) from outbox where user_id = $1::text \
-                  and delivered_at is null) <= now() \
-             order by seq limit $2::int8"
-        ),
-        vec![SqlValue::Text(user_id.to_owned()), SqlValue::Int64(limit)],
-    )
-}
-
-/// Marks events delivered. Scoped by user so a stray sequence number cannot touch another
-/// user's rows.
-pub fn mark_delivered(user_id: &str, seqs: &[i64]) -> Statement {
-    Statement::new(
-        "update outbox set delivered_at = now(), attempts = attempts + 1, last_error = null \
-         where user_id = $1::text and seq = any($2::int8[]) and delivered_at is null",
+        "with delivered as (update outbox set delivered_at = now(), attempts = attempts + 1, \
+         last_error = null \
+         where user_id = $1::text and seq = any($3::int8[]) and delivered_at is null), \
+         released as (delete from outbox_leases where user_id = $1::text and holder = $2::uuid) \
+         select exists (select 1 from outbox where user_id = $1::text and delivered_at is null \
+         and seq <> all($3::int8[]) and next_attempt_at <= now())",
         vec![
             SqlValue::Text(user_id.to_owned()),
-            SqlValue::Int64Array(seqs.to_vec()),
+            SqlValue::Uuid(holder),
+            SqlValue::Int64Array(delivered.to_vec()),
         ],
     )
 }
@@ -167,10 +171,9 @@ mod tests {
     #[test]
     fn statements_scope_by_user() {
         for statement in [
-            pending("u", 10),
-            mark_delivered("u", &[1, 2]),
+            claim_pending("u", Uuid::nil(), 30, 10),
+            finish_round("u", Uuid::nil(), &[1, 2]),
             mark_failed("u", 1, "boom"),
-            release_lease("u", Uuid::nil()),
         ] {
             assert!(statement.sql.contains("user_id = $1"), "{}", statement.sql);
             assert_eq!(statement.params[0], SqlValue::Text("u".into()));

@@ -88,7 +88,7 @@ fn server_url() -> String {
 }
 
 /// The database of this test binary, cloned once from the migrated template.
-async fn database() -> &'static (String, u16) {
+pub async fn database() -> &'static (String, u16) {
     static DB: OnceCell<(String, u16)> = OnceCell::const_new();
     DB.get_or_init(|| async {
         let server = server_url();

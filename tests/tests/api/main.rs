@@ -7,5 +7,6 @@
 mod events;
 mod helpers;
 mod intake;
+mod outbox;
 mod reminders;
 mod tasks;
