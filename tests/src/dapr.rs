@@ -378,6 +378,8 @@ struct State {
     /// How many of `messages` [`DaprDouble::deliver_pending`] has handed to the app.
     delivered: usize,
     fault: Fault,
+    /// How long a publish takes before it is answered: the broker's acknowledgement.
+    publish_latency: Duration,
     jobs: BTreeMap<String, StoredJob>,
     subscriptions: Option<Vec<Subscription>>,
 }
@@ -458,6 +460,12 @@ impl DaprDouble {
 
     pub fn set_fault(&self, fault: Fault) {
         self.shared.state().fault = fault;
+    }
+
+    /// Delays every publish and bulk publish answer by `latency` (zero by default), as a
+    /// broker's acknowledgement does.
+    pub fn set_publish_latency(&self, latency: Duration) {
+        self.shared.state().publish_latency = latency;
     }
 
     /// Every accepted message, in arrival order.
@@ -977,6 +985,10 @@ impl Shared {
         let Ok(body) = body.collect().await else {
             return Ok(reply(StatusCode::BAD_REQUEST, Bytes::new()));
         };
+        let latency = self.state().publish_latency;
+        if !latency.is_zero() && parts.uri.path().contains("/publish/") {
+            tokio::time::sleep(latency).await;
+        }
         Ok(self
             .route(&parts, &body.to_bytes())
             .unwrap_or_else(|reply| *reply))
@@ -1913,6 +1925,35 @@ mod tests {
     }
 
     const CE: (&str, &str) = ("content-type", CLOUD_EVENTS_JSON);
+
+    #[tokio::test]
+    async fn publish_latency_delays_publishes_only() -> anyhow::Result<()> {
+        // Arrange
+        let dapr = DaprDouble::start().await;
+        dapr.set_publish_latency(Duration::from_millis(150));
+        // Act
+        let started = std::time::Instant::now();
+        let (status, _, _) = send(
+            &dapr,
+            Method::POST,
+            "/v1.0/publish/kafka-pubsub/tasks",
+            &[CE],
+            &task_event("e1", "task.created"),
+        )
+        .await?;
+        let publish = started.elapsed();
+        let started = std::time::Instant::now();
+        let (health, _, _) = send(&dapr, Method::GET, "/v1.0/healthz", &[], "").await?;
+        let other = started.elapsed();
+        // Assert
+        assert_eq!(
+            (status, health),
+            (StatusCode::NO_CONTENT, StatusCode::NO_CONTENT)
+        );
+        assert!(publish >= Duration::from_millis(150), "{publish:?}");
+        assert!(other < Duration::from_millis(150), "{other:?}");
+        Ok(())
+    }
 
     #[tokio::test]
     async fn publish_records_the_cloud_event_with_its_partition_key() -> anyhow::Result<()> {

@@ -69,12 +69,13 @@ impl Db {
             .map(Some)
     }
 
-    /// Runs a statement that returns a single boolean.
-    pub async fn flag(&self, statement: Statement) -> Result<bool, ApiError> {
+    /// Runs a statement that returns at most one boolean; `None` when it returned no row.
+    pub async fn flag(&self, statement: Statement) -> Result<Option<bool>, ApiError> {
         let rows = self.rows(statement).await?;
-        match rows.first().and_then(|row| row.first()) {
-            Some(DbValue::Boolean(b)) => Ok(*b),
-            other => Err(ApiError::internal(format!(
+        match rows.first().map(|row| row.first()) {
+            None => Ok(None),
+            Some(Some(DbValue::Boolean(b))) => Ok(Some(*b)),
+            Some(other) => Err(ApiError::internal(format!(
                 "expected a boolean, got {other:?}"
             ))),
         }

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
-use spin_sdk::wasip3::clocks::monotonic_clock;
 use spin_sdk::wasip3::http::types::RequestOptions;
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 use std::time::Duration;
@@ -22,9 +21,6 @@ use uuid::Uuid;
 const LEASE_SECONDS: i32 = 30;
 /// Publishing rounds per flush: bounds the work one request does after its response.
 const MAX_ROUNDS: usize = 4;
-/// Tries to take a busy lease, 25 ms apart.
-const CLAIM_ATTEMPTS: usize = 3;
-const CLAIM_RETRY_NANOS: u64 = 25_000_000;
 
 pub struct Publisher {
     dapr_url: String,
@@ -113,12 +109,12 @@ impl Publisher {
         self.flush(db, user_id, batch, true).await
     }
 
-    /// Publishes under the user's lease, round after round while more is due (up to
-    /// `MAX_ROUNDS`): events committed while another publisher held the lease (whose writer
-    /// therefore found it busy) are picked up by the holder's next round instead of waiting
-    /// for the relay. A busy lease is retried briefly for the same reason.
+    /// Publishes under the user's lease, round after round while more may be due (up to
+    /// `MAX_ROUNDS`): a full batch may have left some behind, and a publisher that found the
+    /// lease busy meanwhile (a writer after its commit) has left its events to this holder.
+    /// That publisher returns `Busy` at once instead of waiting for the lease.
     ///
-    /// A round is two statements: claim-and-read, then mark-release-and-check.
+    /// A round is two statements: claim-and-read, then mark-and-release.
     async fn flush(
         &self,
         db: &Db,
@@ -129,13 +125,15 @@ impl Publisher {
         let mut delivered = 0;
         for round in 0..MAX_ROUNDS {
             let holder = Uuid::now_v7();
-            let Some(pending) = self.claim(db, user_id, holder, batch).await? else {
+            let claim = outbox::claim_pending(user_id, holder, LEASE_SECONDS, batch);
+            let Some(pending) = db.claim_pending(claim).await? else {
                 return Ok(if round == 0 {
                     Flush::Busy
                 } else {
                     Flush::Delivered(delivered)
                 });
             };
+            let full = i64::try_from(pending.len()).is_ok_and(|n| n >= batch);
             let round = self.publish_pending(user_id, &pending, bulk).await;
             if let Some((seq, error)) = &round.failure {
                 // Backs the user off before the lease goes, so no one retries at once. Should
@@ -143,41 +141,19 @@ impl Publisher {
                 db.execute(outbox::mark_failed(user_id, *seq, error))
                     .await?;
             }
-            let more = db
+            let recheck = db
                 .flag(outbox::finish_round(user_id, holder, &round.delivered))
-                .await?;
+                .await?
+                .unwrap_or(false);
             delivered += round.delivered.len();
             if let Some((_, error)) = round.failure {
                 return Ok(Flush::Failed { delivered, error });
             }
-            if !more {
+            if !(recheck || full) {
                 break;
             }
         }
         Ok(Flush::Delivered(delivered))
-    }
-
-    /// Claims the user's lease and reads what is due, waiting a little while another
-    /// publisher finishes. `None`: the lease stayed busy.
-    async fn claim(
-        &self,
-        db: &Db,
-        user_id: &str,
-        holder: Uuid,
-        batch: i64,
-    ) -> Result<Option<Vec<Pending>>, ApiError> {
-        for attempt in 0..CLAIM_ATTEMPTS {
-            if attempt > 0 {
-                monotonic_clock::wait_for(CLAIM_RETRY_NANOS).await;
-            }
-            let claimed = db
-                .claim_pending(outbox::claim_pending(user_id, holder, LEASE_SECONDS, batch))
-                .await?;
-            if claimed.is_some() {
-                return Ok(claimed);
-            }
-        }
-        Ok(None)
     }
 
     /// Sends `pending` in order and stops at the first failure, so nothing overtakes it.

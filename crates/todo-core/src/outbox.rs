@@ -1,11 +1,13 @@
-//! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql) and the rules of
-//! delivering it.
+//! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql and
+//! 0005_outbox_recheck.sql) and the rules of delivering it.
 //!
 //! Task writes insert event rows in the same statement (see `tasks::store`). Publishing is
 //! separate and may fail at any time, so:
 //! - a user's events are published by one publisher at a time, in `seq` order: the publisher
-//!   holds a per-user lease (a row in `outbox_leases` with an expiry, claimed with
-//!   `on conflict ... where expired`), which also survives crashes by expiring;
+//!   holds a per-user lease (a row in `outbox_leases` with an expiry, taken over only once
+//!   expired), which also survives crashes by expiring;
+//! - a publisher that finds the lease busy does not wait: it flags the lease, and the holder
+//!   runs another round before letting go;
 //! - a failed publish stops that user's batch (no later event overtakes it) and pushes the
 //!   user's next attempt back exponentially;
 //! - delivered rows stay for `retention` and are then pruned.
@@ -25,11 +27,12 @@ pub struct Pending {
 /// Column order of [`claim_pending`]; publishers decode rows in this order.
 pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
 
-/// Claims the publishing lease of `user_id` for `holder` (unless another holder has an
-/// unexpired one) and, in the same round trip, reads up to `limit` of the user's undelivered
-/// events in order, if their backoff has passed.
+/// Claims the publishing lease of `user_id` for `holder` and, in the same round trip, reads up
+/// to `limit` of the user's undelivered events in order, if their backoff has passed.
 ///
-/// No row: the lease is busy. One row of nulls: claimed, nothing due. Otherwise the events.
+/// No row: another holder has an unexpired lease; the claim then sets its `recheck`, so that
+/// the holder runs another round for what this caller committed (see [`finish_round`]). One
+/// row of nulls: claimed, nothing due. Otherwise the events.
 ///
 /// The events are read with the statement's snapshot, taken before the claim: a previous
 /// holder that marked events delivered and released the lease in between is only seen through
@@ -41,18 +44,22 @@ pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
 pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64) -> Statement {
     Statement::new(
         format!(
-            "with claimed as (insert into outbox_leases (user_id, holder, expires_at) \
+            "with claimed as (insert into outbox_leases as lease (user_id, holder, expires_at) \
              values ($1::text, $2::uuid, now() + make_interval(secs => $3::int4)) \
-             on conflict (user_id) do update set holder = excluded.holder, \
-             expires_at = excluded.expires_at where outbox_leases.expires_at < now() \
-             returning holder) \
+             on conflict (user_id) do update set \
+             holder = case when lease.expires_at < now() then excluded.holder \
+                      else lease.holder end, \
+             expires_at = case when lease.expires_at < now() then excluded.expires_at \
+                          else lease.expires_at end, \
+             recheck = lease.expires_at >= now() \
+             returning holder = $2::uuid as ours) \
              select {PENDING_COLUMNS} from claimed left join lateral \
-             (select {PENDING_COLUMNS} from outbox where user_id = $1::text \
+             (select {PENDING_COLUMNS} from outbox where claimed.ours and user_id = $1::text \
               and delivered_at is null \
               and (select min(next_attempt_at) from outbox where user_id = $1::text \
                    and delivered_at is null) <= now() \
               order by seq limit $4::int8 for no key update) pending on true \
-             order by seq"
+             where claimed.ours order by seq"
         ),
         vec![
             SqlValue::Text(user_id.to_owned()),
@@ -64,17 +71,18 @@ pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64
 }
 
 /// Ends a publishing round in one round trip: marks `delivered` (scoped by user, so a stray
-/// sequence number cannot touch another user's rows), releases `holder`'s lease, and answers
-/// whether more of the user's events are due, so that the holder goes on with another round
-/// instead of leaving them to the relay (writers that found the lease busy rely on that).
+/// sequence number cannot touch another user's rows) and releases `holder`'s lease, returning
+/// its `recheck`: true when another publisher found the lease busy meanwhile and left its
+/// events to this holder. The delete waits for such a claim's row lock and sees its flag, and
+/// a claim after the delete takes the lease itself, so no writer's events are left behind.
+/// No row: the lease had expired and was taken over.
 pub fn finish_round(user_id: &str, holder: Uuid, delivered: &[i64]) -> Statement {
     Statement::new(
         "with delivered as (update outbox set delivered_at = now(), attempts = attempts + 1, \
          last_error = null \
-         where user_id = $1::text and seq = any($3::int8[]) and delivered_at is null), \
-         released as (delete from outbox_leases where user_id = $1::text and holder = $2::uuid) \
-         select exists (select 1 from outbox where user_id = $1::text and delivered_at is null \
-         and seq <> all($3::int8[]) and next_attempt_at <= now())",
+         where user_id = $1::text and seq = any($3::int8[]) and delivered_at is null) \
+         delete from outbox_leases where user_id = $1::text and holder = $2::uuid \
+         returning recheck",
         vec![
             SqlValue::Text(user_id.to_owned()),
             SqlValue::Uuid(holder),

@@ -25,16 +25,28 @@ fn seqs(rows: &[tokio_postgres::Row]) -> Vec<Option<i64>> {
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-async fn more_due(
+/// Runs `finish_round`: the lease's `recheck`, or `None` when the lease was not held.
+async fn finish(
     db: &tokio_postgres::Client,
     user: &str,
     holder: Uuid,
     delivered: &[i64],
-) -> bool {
+) -> Option<bool> {
     run(db, &outbox::finish_round(user, holder, delivered))
         .await
-        .expect("finish a round")[0]
-        .get(0)
+        .expect("finish a round")
+        .first()
+        .map(|row| row.get(0))
+}
+
+async fn lease(db: &tokio_postgres::Client, user: &str) -> Option<(Uuid, bool)> {
+    db.query_opt(
+        "select holder, recheck from outbox_leases where user_id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap()
+    .map(|row| (row.get(0), row.get(1)))
 }
 
 #[tokio::test]
@@ -54,10 +66,7 @@ async fn a_claim_racing_the_previous_holders_release_never_reads_what_it_deliver
     // A marks them delivered and releases, but has not committed when B's claim starts: B's
     // snapshot still shows them pending, and B waits on the lease row A is deleting.
     a.batch_execute("begin").await.unwrap();
-    assert!(
-        more_due(&a, &user, holder_a, &seq[..2]).await,
-        "the third is due"
-    );
+    assert_eq!(finish(&a, &user, holder_a, &seq[..2]).await, Some(false));
     let b_claim = tokio::spawn({
         let user = user.clone();
         async move {
@@ -76,7 +85,7 @@ async fn a_claim_racing_the_previous_holders_release_never_reads_what_it_deliver
 }
 
 #[tokio::test]
-async fn a_claim_is_busy_while_held_and_empty_when_nothing_is_due() {
+async fn a_claim_on_a_busy_lease_hands_its_events_to_the_holder() {
     let (db_name, _) = database().await;
     let db = connect(db_name).await;
     let user = new_user();
@@ -87,40 +96,67 @@ async fn a_claim_is_busy_while_held_and_empty_when_nothing_is_due() {
         .await
         .unwrap();
     assert_eq!(seqs(&rows), vec![None]);
-    // Held: another holder gets no row at all.
+    assert_eq!(lease(&db, &user).await, Some((holder, false)));
+
+    // A writer commits an event and finds the lease held: no row, and the lease is flagged.
     let seq = insert_events(&db, &user, 1).await;
     let busy = run(&db, &outbox::claim_pending(&user, Uuid::now_v7(), 30, 10))
         .await
         .unwrap();
     assert!(busy.is_empty(), "the lease is held");
-    assert!(
-        more_due(&db, &user, holder, &[]).await,
-        "the new event is due"
+    assert_eq!(lease(&db, &user).await, Some((holder, true)));
+    assert_eq!(
+        finish(&db, &user, holder, &[]).await,
+        Some(true),
+        "the holder learns it must go round again"
     );
 
-    // Released: the next holder reads it, and delivering it leaves nothing due.
+    // The next round reads the event; delivering it leaves the lease clean and released.
     let next = Uuid::now_v7();
     let rows = run(&db, &outbox::claim_pending(&user, next, 30, 10))
         .await
         .unwrap();
     assert_eq!(seqs(&rows), vec![Some(seq[0])]);
-    assert!(!more_due(&db, &user, next, &seq).await);
+    assert_eq!(finish(&db, &user, next, &seq).await, Some(false));
+    assert_eq!(finish(&db, &user, next, &seq).await, None, "released once");
     let row = db
         .query_one(
-            "select delivered_at is not null, attempts, \
-             (select count(*) from outbox_leases where user_id = $1) \
-             from outbox where seq = $2",
-            &[&user, &seq[0]],
+            "select delivered_at is not null, attempts from outbox where seq = $1",
+            &[&seq[0]],
         )
         .await
         .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1)), (true, 1));
+    assert_eq!(lease(&db, &user).await, None);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_old_holder_releases_nothing() {
+    let (db_name, _) = database().await;
+    let db = connect(db_name).await;
+    let user = new_user();
+    let seq = insert_events(&db, &user, 1).await;
+    let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+
+    run(&db, &outbox::claim_pending(&user, old, 30, 10))
+        .await
+        .unwrap();
+    db.execute(
+        "update outbox_leases set expires_at = now() - interval '1 second', recheck = true \
+         where user_id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let rows = run(&db, &outbox::claim_pending(&user, new, 30, 10))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&rows), vec![Some(seq[0])], "the event is read again");
+    assert_eq!(lease(&db, &user).await, Some((new, false)));
     assert_eq!(
-        (
-            row.get::<_, bool>(0),
-            row.get::<_, i32>(1),
-            row.get::<_, i64>(2)
-        ),
-        (true, 1, 0),
-        "delivered once, lease released"
+        finish(&db, &user, old, &[]).await,
+        None,
+        "not the old holder's"
     );
+    assert_eq!(lease(&db, &user).await, Some((new, false)));
 }
