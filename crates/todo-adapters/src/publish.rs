@@ -134,19 +134,19 @@ impl Publisher {
                 });
             };
             let full = i64::try_from(pending.len()).is_ok_and(|n| n >= batch);
-            let round = self.publish_pending(user_id, &pending, bulk).await;
-            if let Some((seq, error)) = &round.failure {
+            let sent = self.publish_pending(user_id, &pending, bulk).await;
+            if let Some((seq, error)) = &sent.failure {
                 // Backs the user off before the lease goes, so no one retries at once. Should
                 // this fail, the lease expires by itself and the round is sent again.
                 db.execute(outbox::mark_failed(user_id, *seq, error))
                     .await?;
             }
             let recheck = db
-                .flag(outbox::finish_round(user_id, holder, &round.delivered))
+                .flag(outbox::finish_round(user_id, holder, &sent.delivered))
                 .await?
                 .unwrap_or(false);
-            delivered += round.delivered.len();
-            if let Some((_, error)) = round.failure {
+            delivered += sent.delivered.len();
+            if let Some((_, error)) = sent.failure {
                 return Ok(Flush::Failed { delivered, error });
             }
             if !(recheck || full) {
