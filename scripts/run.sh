@@ -12,7 +12,9 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 
 LISTEN=${LISTEN:-127.0.0.1:3000}
-JWT_SECRET=${JWT_SECRET:-local-dev-secret-change-me}
+# The HS256 key of this run: a fresh random one unless JWT_SECRET is given (the app refuses
+# secrets shorter than 32 bytes or containing "change-me").
+JWT_SECRET=${JWT_SECRET:-$(openssl rand -base64 48 | tr -d '\n')}
 
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_rust_targets

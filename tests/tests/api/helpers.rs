@@ -18,7 +18,8 @@ use todo_test_host::{App, ReuseConfig};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "integration-test-secret";
+/// At least 32 random-looking bytes: the app refuses short or placeholder secrets.
+pub const JWT_SECRET: &str = "d-VEA3KGfDsgH3ngwXXtRjpWG5J8mIAKsyVR0lPuWdNb60Qm";
 
 pub struct TestApp {
     pub app: App,

@@ -17,7 +17,8 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "reliability-secret";
+/// At least 32 random-looking bytes: the app refuses short or placeholder secrets.
+pub const JWT_SECRET: &str = "2DyGw71ycxwm4pS9ywnd0t4AFbFtHxUaeSMotcSmThPFOjjU";
 /// How long one request may take before the check counts it as unanswered.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The checks of this binary, for the summary line.

@@ -38,7 +38,8 @@ use todo_test_host::dapr::DaprDouble;
 use todo_test_host::{App, ReuseConfig};
 use uuid::Uuid;
 
-const JWT_SECRET: &str = "bench-secret";
+/// At least 32 random-looking bytes: the app refuses short or placeholder secrets.
+const JWT_SECRET: &str = "7RF5te9Mp7ICkpg6aOFWnznWslA_6FimgZrJSgtWt41vbdPR";
 /// The list request: pending tasks tagged `work` of high or medium priority, by due date.
 const LIST_QUERY: &str = "status=pending&priority=high,medium&tags=work&sort=due_at&limit=50";
 /// Tasks each worker of the patch and complete scenarios cycles through.
