@@ -1,13 +1,13 @@
 //! From a delivery to Dapr's answer: check the caller, read the event, act on it once.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use spin_sdk::http::{FullBody, Request};
+use spin_sdk::http::Request;
 use spin_sdk::pg::DbValue;
 use todo_adapters::db::Db;
 use todo_adapters::publish;
-use todo_adapters::reply::Reply;
+use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::auth::check_app_token;
 use todo_core::error::ApiError;
@@ -139,13 +139,14 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Dapr reads the status from a 200 response; every delivery gets one.
+/// Dapr's answer: a 2xx with an empty body means SUCCESS, a 200 with `{"status": ...}` says
+/// RETRY or DROP (DESIGN.md section 3). SUCCESS is answered without a body, as 204: the
+/// sidecar waits for this answer before it delivers the partition's next event, and on
+/// Spin 4.0.2 only a response without a body is never held back by the server's Nagle
+/// algorithm (see `todo_adapters::reply`).
 fn answer(ack: Ack) -> Reply {
-    let mut response = Response::new(FullBody::new(Bytes::from(ack.body())));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    match ack.body() {
+        None => reply::empty(StatusCode::NO_CONTENT),
+        Some(body) => reply::with_body(StatusCode::OK, "application/json", body),
+    }
 }

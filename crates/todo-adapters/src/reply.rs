@@ -1,4 +1,12 @@
 //! Building responses: JSON bodies and RFC 9457 problems.
+//!
+//! Every response carries an exact `Content-Length`. Without one, Spin 4.0.2 answers with
+//! `Transfer-Encoding: chunked` and writes the closing `0\r\n\r\n` as a segment of its own;
+//! since Spin sets no `TCP_NODELAY`, Nagle's algorithm holds that segment until the client's
+//! delayed ACK, about 40 ms later (BENCHMARKS.md, "The 40 ms stall"). A body the guest has not
+//! handed over by the time Spin writes the head can still be held that way; only a response
+//! without a body is safe from it, which is why the answers the sidecar waits for most often
+//! are empty (`intake` acknowledges with 204).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -7,17 +15,22 @@ use todo_core::error::{ApiError, PROBLEM_JSON};
 
 pub type Reply = Response<FullBody<Bytes>>;
 
+/// A response with `body`, its length, and `content_type` when there is a body.
+pub fn with_body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
+    let length = body.len();
+    let mut response = Response::new(FullBody::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if length > 0 {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
 pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
     match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut response = Response::new(FullBody::new(Bytes::from(bytes)));
-            *response.status_mut() = status;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Ok(bytes) => with_body(status, "application/json", bytes),
         Err(e) => problem(
             &ApiError::internal(format!("serializing a response: {e}")),
             "",
@@ -25,9 +38,15 @@ pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
     }
 }
 
+/// A response without a body (`Content-Length: 0`, which 204 and 304 must not carry).
 pub fn empty(status: StatusCode) -> Reply {
     let mut response = Response::new(FullBody::new(Bytes::new()));
     *response.status_mut() = status;
+    if !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    }
     response
 }
 
@@ -39,11 +58,9 @@ pub fn problem(error: &ApiError, path: &str) -> Reply {
     ) {
         eprintln!("{path}: {error}");
     }
-    let mut response = Response::new(FullBody::new(Bytes::from(error.to_body(Some(path)))));
-    *response.status_mut() =
-        StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = with_body(status, PROBLEM_JSON, error.to_body(Some(path)));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     for (name, value) in error.headers() {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);

@@ -11,8 +11,9 @@
 //! are unwrapped once. Binary-mode and non-JSON bodies are not accepted.
 //!
 //! # What Dapr is told
-//! Dapr's contract (DESIGN.md §2.1 and §3): HTTP 200 with `{"status": "SUCCESS" | "RETRY" |
-//! "DROP"}`, exactly these case-sensitive values, see [`Ack`].
+//! Dapr's contract (DESIGN.md §2.1 and §3): a 2xx with an empty body is `SUCCESS`; HTTP 200
+//! with `{"status": "RETRY" | "DROP"}`, exactly these case-sensitive values, asks for a retry or
+//! a drop, see [`Ack`].
 //! - `DROP` for what can never be handled: not JSON, not a CloudEvent 1.0, a type unknown on
 //!   the topic, data that does not match the type's schema. Dapr forwards it to the dead-letter
 //!   topic. The component logs why.
@@ -84,7 +85,8 @@ impl Topic {
 }
 
 /// The app's answer to a delivery (DESIGN.md §3, Dapr "Publish and subscribe API reference",
-/// expected HTTP response): always HTTP 200 with one of these bodies.
+/// expected HTTP response): a 2xx, empty for `SUCCESS`, and HTTP 200 with a status body for
+/// the others (see [`Ack::body`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
     /// Handled, now or before.
@@ -105,9 +107,11 @@ impl Ack {
         }
     }
 
-    /// The response body, `{"status":"SUCCESS"}` and so on.
-    pub fn body(self) -> Vec<u8> {
-        format!(r#"{{"status":"{}"}}"#, self.as_str()).into_bytes()
+    /// The response body: none for `SUCCESS` (Dapr reads a 2xx with an empty body as
+    /// success, and an empty answer is the one Spin 4.0.2 never holds back, see
+    /// `todo_adapters::reply`), `{"status":"RETRY"}` or `{"status":"DROP"}` otherwise.
+    pub fn body(self) -> Option<Vec<u8>> {
+        (self != Ack::Success).then(|| format!(r#"{{"status":"{}"}}"#, self.as_str()).into_bytes())
     }
 
     /// The answer when acting on a valid event failed. Unavailable dependencies, conflicts and
@@ -580,11 +584,17 @@ mod tests {
 
     #[test]
     fn acks_are_the_exact_bodies_dapr_reads() {
-        assert_eq!(Ack::Success.body(), br#"{"status":"SUCCESS"}"#);
-        assert_eq!(Ack::Retry.body(), br#"{"status":"RETRY"}"#);
-        assert_eq!(Ack::Drop.body(), br#"{"status":"DROP"}"#);
-        for ack in [Ack::Success, Ack::Retry, Ack::Drop] {
-            let json: Value = serde_json::from_slice(&ack.body()).expect("JSON");
+        assert_eq!(Ack::Success.body(), None, "an empty 2xx is SUCCESS");
+        assert_eq!(
+            Ack::Retry.body().as_deref(),
+            Some(&br#"{"status":"RETRY"}"#[..])
+        );
+        assert_eq!(
+            Ack::Drop.body().as_deref(),
+            Some(&br#"{"status":"DROP"}"#[..])
+        );
+        for ack in [Ack::Retry, Ack::Drop] {
+            let json: Value = serde_json::from_slice(&ack.body().expect("a body")).expect("JSON");
             assert_eq!(json, json!({"status": ack.as_str()}));
         }
     }
