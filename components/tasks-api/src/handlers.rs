@@ -5,11 +5,11 @@ use crate::request::{header, json_body};
 use crate::routes::{self, Action};
 use http::{HeaderValue, StatusCode, header as h};
 use spin_sdk::http::Request;
+use todo_adapters::auth::Verifier;
 use todo_adapters::db::Db;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
-use todo_core::auth::AuthConfig;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
@@ -30,6 +30,8 @@ struct Ctx {
 }
 
 pub async fn handle(req: Request) -> Result<Reply, ApiError> {
+    // First, so that a configuration refused as unsafe answers every request alike.
+    let auth = Verifier::load().await?;
     // Only the `/api/:user_id/tasks[/...]` routes carry the user id; the catch-all does not.
     let raw_user = header(req.headers(), "spin-path-match-user-id")
         .ok_or_else(routes::not_found)?
@@ -44,11 +46,8 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         .to_owned();
     let action = routes::parse(req.method().as_str(), &rest)?;
 
-    let auth = AuthConfig::new(
-        &vars::get("auth_enabled").await?,
-        &vars::get("jwt_secret").await?,
-    );
-    auth.authorize(header(req.headers(), "authorization"), user.as_str())?;
+    auth.authorize(header(req.headers(), "authorization"), user.as_str())
+        .await?;
 
     let db_url = vars::get("db_url").await?;
     let events = EventContext {

@@ -3,6 +3,7 @@
 //!
 //! Domain rules stay in `todo-core`; this crate only moves bytes between Spin and the core.
 
+pub mod auth;
 pub mod binding;
 pub mod db;
 pub mod publish;

@@ -1,16 +1,37 @@
-//! Bearer-token authentication: HS256 JWTs signed with the secret shared with the auth provider.
+//! Bearer-token authentication: JWTs signed with HS256 and the secret shared with the auth
+//! provider.
 //!
-//! DESIGN.md section 1: no or invalid token -> 401, a token for another user -> 403.
+//! DESIGN.md section 1: no or invalid token -> 401, a token for another user -> 403. Besides the
+//! signature, a token must carry `exp` and `sub`, is refused before its `nbf`, and must name the
+//! configured audience (`aud`) and issuer (`iss`) when those are set (RFC 7519 section 4.1).
 
 use crate::error::ApiError;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
+
+/// The raw values of the auth variables, as the component reads them.
+#[derive(Clone, Copy, Default)]
+pub struct AuthVars<'a> {
+    /// `auth_enabled`: only `false` switches checks off.
+    pub enabled: &'a str,
+    /// `jwt_secret`: the HS256 key.
+    pub secret: &'a str,
+    /// `jwt_audience`: comma-separated accepted `aud` values; empty means `aud` is not checked.
+    pub audience: &'a str,
+    /// `jwt_issuer`: comma-separated accepted `iss` values; empty means `iss` is not checked.
+    pub issuer: &'a str,
+}
 
 /// Authentication settings, read from Spin variables by the component.
 pub struct AuthConfig {
     /// `false` only when the `auth_enabled` variable says so, for local demos.
     pub enabled: bool,
     secret: Vec<u8>,
+    audience: Vec<String>,
+    issuer: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -18,6 +39,8 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("enabled", &self.enabled)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -27,13 +50,25 @@ struct Claims {
     sub: String,
 }
 
+/// The non-empty, trimmed items of a comma-separated setting.
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl AuthConfig {
     /// Auth is on unless `enabled` is literally `false` (case-insensitive): a typo must not
     /// open the API.
-    pub fn new(enabled: &str, secret: &str) -> Self {
+    pub fn new(vars: &AuthVars<'_>) -> Self {
         Self {
-            enabled: !enabled.trim().eq_ignore_ascii_case("false"),
-            secret: secret.as_bytes().to_vec(),
+            enabled: !vars.enabled.trim().eq_ignore_ascii_case("false"),
+            secret: vars.secret.as_bytes().to_vec(),
+            audience: list(vars.audience),
+            issuer: list(vars.issuer),
         }
     }
 
@@ -49,6 +84,29 @@ impl AuthConfig {
             });
         }
         Ok(())
+    }
+
+    /// The claim checks for a token signed with `alg`: `exp` and `sub` required, `nbf`
+    /// honoured, `aud` and `iss` checked against the configured values when there are any.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        let mut required = vec!["exp", "sub"];
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        if self.audience.is_empty() {
+            // No audience configured: a token naming one is still for us (identity providers
+            // put their client id there); jsonwebtoken would otherwise refuse any `aud`.
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audience);
+            required.push("aud");
+        }
+        if !self.issuer.is_empty() {
+            validation.set_issuer(&self.issuer);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
     }
 
     /// The verified subject of a bearer token.
@@ -67,23 +125,26 @@ impl AuthConfig {
                 "token verification is not configured",
             ));
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        let validation = self.validation(Algorithm::HS256);
         let data = decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &validation)
-            .map_err(|error| {
-                use jsonwebtoken::errors::ErrorKind;
-                let why = match error.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::InvalidSignature => "the token signature is invalid",
-                    ErrorKind::InvalidAlgorithm => "the token must be signed with HS256",
-                    ErrorKind::MissingRequiredClaim(_) => "the token lacks the exp or sub claim",
-                    ErrorKind::ImmatureSignature => "the token is not valid yet",
-                    _ => "the token is malformed",
-                };
-                ApiError::unauthorized(why)
-            })?;
+            .map_err(|error| ApiError::unauthorized(rejection(&error)))?;
         Ok(data.claims.sub)
+    }
+}
+
+/// Why jsonwebtoken refused a token, in words a client can act on.
+fn rejection(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidSignature => "the token signature is invalid".to_owned(),
+        ErrorKind::InvalidAlgorithm => "the token must be signed with HS256".to_owned(),
+        ErrorKind::InvalidAudience => "the token is not meant for this API (aud)".to_owned(),
+        ErrorKind::InvalidIssuer => "the token comes from an unexpected issuer (iss)".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token lacks the {claim} claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's {claim} claim is malformed"),
+        _ => "the token is malformed".to_owned(),
     }
 }
 
@@ -115,33 +176,66 @@ pub fn check_app_token(expected: &str, given: Option<&str>) -> Result<(), ApiErr
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
 
     const SECRET: &str = "test-secret";
 
-    fn token(sub: &str, exp_offset: i64, secret: &str, alg: Algorithm) -> String {
-        let exp = chrono::Utc::now().timestamp() + exp_offset;
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    fn hs256(vars: AuthVars<'_>) -> AuthConfig {
+        AuthConfig::new(&AuthVars {
+            enabled: "true",
+            secret: SECRET,
+            ..vars
+        })
+    }
+
+    fn signed(claims: &Value, secret: &str, alg: Algorithm) -> String {
         encode(
             &Header::new(alg),
-            &serde_json::json!({ "sub": sub, "exp": exp }),
+            claims,
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .expect("encode")
+    }
+
+    fn token(sub: &str, exp_offset: i64, secret: &str, alg: Algorithm) -> String {
+        signed(
+            &json!({ "sub": sub, "exp": now() + exp_offset }),
+            secret,
+            alg,
+        )
     }
 
     fn bearer(token: &str) -> String {
         format!("Bearer {token}")
     }
 
+    /// The status `auth` answers for a token for `alice` with `extra` claims.
+    fn status_with(auth: &AuthConfig, extra: Value) -> Result<(), (u16, String)> {
+        let mut claims = json!({ "sub": "alice", "exp": now() + 600 });
+        for (name, value) in extra.as_object().expect("an object") {
+            claims[name] = value.clone();
+        }
+        let header = bearer(&signed(&claims, SECRET, Algorithm::HS256));
+        auth.authorize(Some(&header), "alice").map_err(|e| {
+            let detail = e.to_problem(None).detail;
+            (e.status(), detail)
+        })
+    }
+
     #[test]
     fn accepts_a_valid_token_for_the_same_user() {
-        let auth = AuthConfig::new("true", SECRET);
+        let auth = hs256(AuthVars::default());
         let header = bearer(&token("alice", 600, SECRET, Algorithm::HS256));
         assert_eq!(auth.authorize(Some(&header), "alice"), Ok(()));
     }
 
     #[test]
     fn rejects_bad_tokens_with_401_and_other_users_with_403() {
-        let auth = AuthConfig::new("true", SECRET);
+        let auth = hs256(AuthVars::default());
         let cases: Vec<(&str, Option<String>, u16)> = vec![
             ("no header", None, 401),
             ("not bearer", Some("Basic abc".into()), 401),
@@ -175,16 +269,104 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_refused_before_its_nbf_and_accepted_from_it() {
+        let auth = hs256(AuthVars::default());
+        let (status, detail) = status_with(&auth, json!({ "nbf": now() + 600 })).expect_err("nbf");
+        assert_eq!(status, 401);
+        assert_eq!(detail, "the token is not valid yet (nbf)");
+        assert_eq!(status_with(&auth, json!({ "nbf": now() - 5 })), Ok(()));
+        // Within the leeway, a clock slightly ahead of ours is tolerated.
+        assert_eq!(status_with(&auth, json!({ "nbf": now() + 10 })), Ok(()));
+        let (status, _) = status_with(&auth, json!({ "nbf": "tomorrow" })).expect_err("format");
+        assert_eq!(status, 401);
+    }
+
+    #[test]
+    fn a_token_with_an_audience_is_accepted_when_none_is_configured() {
+        let auth = hs256(AuthVars::default());
+        assert_eq!(status_with(&auth, json!({ "aud": "todo-web" })), Ok(()));
+        assert_eq!(status_with(&auth, json!({ "aud": ["a", "b"] })), Ok(()));
+        assert_eq!(
+            status_with(&auth, json!({ "iss": "https://idp.example" })),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_configured_audience_must_be_named_by_the_token() {
+        let auth = hs256(AuthVars {
+            audience: "todo-api, todo-web",
+            ..AuthVars::default()
+        });
+        assert_eq!(status_with(&auth, json!({ "aud": "todo-api" })), Ok(()));
+        assert_eq!(
+            status_with(&auth, json!({ "aud": ["other", "todo-web"] })),
+            Ok(())
+        );
+        let cases = [
+            (
+                "another audience",
+                json!({ "aud": "billing" }),
+                "the token is not meant for this API (aud)",
+            ),
+            (
+                "none of several",
+                json!({ "aud": ["x", "y"] }),
+                "the token is not meant for this API (aud)",
+            ),
+            ("no aud", json!({}), "the token lacks the aud claim"),
+        ];
+        for (name, extra, expected) in cases {
+            let (status, detail) = status_with(&auth, extra).expect_err(name);
+            assert_eq!((status, detail.as_str()), (401, expected), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_configured_issuer_must_be_the_tokens() {
+        let auth = hs256(AuthVars {
+            issuer: "https://idp.example",
+            ..AuthVars::default()
+        });
+        assert_eq!(
+            status_with(&auth, json!({ "iss": "https://idp.example" })),
+            Ok(())
+        );
+        let cases = [
+            (
+                "another issuer",
+                json!({ "iss": "https://evil.example" }),
+                "the token comes from an unexpected issuer (iss)",
+            ),
+            ("no iss", json!({}), "the token lacks the iss claim"),
+        ];
+        for (name, extra, expected) in cases {
+            let (status, detail) = status_with(&auth, extra).expect_err(name);
+            assert_eq!((status, detail.as_str()), (401, expected), "{name}");
+        }
+    }
+
+    #[test]
     fn only_the_word_false_disables_auth() {
-        assert!(!AuthConfig::new("false", "").enabled);
-        assert!(!AuthConfig::new(" FALSE ", "").enabled);
-        assert!(AuthConfig::new("no", "").enabled);
-        assert!(AuthConfig::new("", "").enabled);
+        let enabled = |value| {
+            AuthConfig::new(&AuthVars {
+                enabled: value,
+                ..AuthVars::default()
+            })
+            .enabled
+        };
+        assert!(!enabled("false"));
+        assert!(!enabled(" FALSE "));
+        assert!(enabled("no"));
+        assert!(enabled(""));
     }
 
     #[test]
     fn an_empty_secret_rejects_every_token() {
-        let auth = AuthConfig::new("true", "");
+        let auth = AuthConfig::new(&AuthVars {
+            enabled: "true",
+            ..AuthVars::default()
+        });
         let header = bearer(&token("alice", 600, "", Algorithm::HS256));
         assert_eq!(
             auth.authorize(Some(&header), "alice")

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use todo_core::auth::AuthConfig;
+use todo_core::auth::{AuthConfig, AuthVars};
 use todo_core::events::EventContext;
 use todo_core::intake::{self, Topic};
 use todo_core::sql::{SqlValue, Statement};
@@ -283,7 +283,11 @@ proptest! {
             Just(None),
         ],
     ) {
-        let auth = AuthConfig::new("true", "the-secret");
+        let auth = AuthConfig::new(&AuthVars {
+            enabled: "true",
+            secret: "the-secret",
+            ..AuthVars::default()
+        });
         match auth.subject(header.as_deref()) {
             Ok(subject) => prop_assert!(false, "accepted a forged token for {subject:?}"),
             Err(e) => prop_assert_eq!(e.status(), 401),

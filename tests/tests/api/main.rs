@@ -4,6 +4,7 @@
 //! Run through `scripts/test.sh`, which builds the components and starts PostgreSQL; it
 //! exports `TEST_DATABASE_URL` (server) and `TEST_TEMPLATE_DB` (a database with migrations).
 
+mod auth;
 mod events;
 mod helpers;
 mod intake;
