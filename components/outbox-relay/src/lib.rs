@@ -8,28 +8,41 @@
 
 use http::StatusCode;
 use serde::Serialize;
+use spin_sdk::pg::DbValue;
+use std::time::Duration;
 use spin_sdk::http::{IntoResponse, Request};
 use todo_adapters::binding;
 use todo_adapters::db::Db;
-use todo_adapters::publish::{Flush, Publisher};
+use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
 use todo_core::{intake, outbox};
 
-/// Users served per call and events per user per call: bounded so one call stays short; the
+/// Users served per call and events per user per round: bounded so one call stays short; the
 /// next tick continues.
 const USERS_PER_RUN: i64 = 200;
 const EVENTS_PER_USER: i64 = 100;
+/// How long one call keeps publishing round after round for a user.
+const BUDGET: Duration = Duration::from_secs(20);
 /// How long processed-event markers are kept for de-duplication.
 const PROCESSED_RETENTION_DAYS: i32 = 30;
 
+/// What one call did; the response body.
 #[derive(Debug, Default, Serialize)]
 struct Summary {
+    /// Users with due events.
     users: usize,
+    /// Events the sidecar accepted.
     delivered: usize,
+    /// Users whose run stopped at a failure (backed off).
     failed_users: usize,
+    /// Users another publisher was serving.
     busy_users: usize,
+    /// Events this call parked as dead.
+    parked: usize,
+    /// Events parked as dead in all, waiting for an operator (README, "Delivery guarantees").
+    dead: i64,
     pruned_outbox: u64,
     pruned_processed: u64,
 }
@@ -47,29 +60,43 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
     if let Some(discovery) = binding::accept(&req).await? {
         return Ok(discovery);
     }
-    let db = Db::open(&vars::get("db_url").await?).await?;
-    let publisher = Publisher::load().await?;
+    let db_url = vars::get("db_url").await?;
+    let db = Db::open(&db_url).await?;
+    let publisher = Publisher::for_relay(BUDGET).await?;
     let retention_hours: i32 = vars::number("outbox_retention_hours").await?;
 
     let mut summary = Summary::default();
-    let users = db.rows(outbox::due_users(USERS_PER_RUN)).await?;
-    for row in &users {
-        let Some(spin_sdk::pg::DbValue::Str(user)) = row.first() else {
-            continue;
-        };
-        summary.users += 1;
-        match publisher
-            .flush_user_bulk(&db, user, EVENTS_PER_USER)
-            .await?
-        {
-            Flush::Delivered(n) => summary.delivered += n,
-            Flush::Busy => summary.busy_users += 1,
-            Flush::Failed { delivered, error } => {
-                summary.delivered += delivered;
-                summary.failed_users += 1;
-                eprintln!("relay: events of {user} wait for the next attempt: {error}");
-            }
+    let users: Vec<String> = db
+        .rows(outbox::due_users(USERS_PER_RUN))
+        .await?
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(DbValue::Str(user)) => Some(user),
+            _ => None,
+        })
+        .collect();
+    summary.users = users.len();
+    for (user, flushed) in publisher
+        .flush_users(&db_url, users, EVENTS_PER_USER)
+        .await
+    {
+        let flush = flushed?;
+        summary.delivered += flush.delivered;
+        summary.parked += flush.parked;
+        if flush.busy {
+            summary.busy_users += 1;
         }
+        if let Some(error) = flush.error {
+            summary.failed_users += 1;
+            eprintln!("relay: events of {user} wait for the next attempt: {error}");
+        }
+    }
+    summary.dead = db.count(outbox::dead_count()).await?;
+    if summary.dead > 0 {
+        eprintln!(
+            "relay: {} events are parked as dead (README, \"Delivery guarantees\")",
+            summary.dead
+        );
     }
     summary.pruned_outbox = db.execute(outbox::prune(retention_hours)).await?;
     summary.pruned_processed = db

@@ -16,9 +16,10 @@ use http::StatusCode;
 use serde::Serialize;
 use spin_sdk::http::{IntoResponse, Request};
 use std::collections::BTreeSet;
+use std::time::Duration;
 use todo_adapters::binding;
 use todo_adapters::db::Db;
-use todo_adapters::publish::{Flush, Publisher};
+use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
@@ -30,8 +31,9 @@ use todo_core::tasks::time;
 /// tick continues where this one stopped.
 const BATCH: i64 = 200;
 const MAX_ROUNDS: usize = 10;
-/// Events published per user per call.
+/// Events published per user per round, and how long one call keeps publishing.
 const EVENTS_PER_USER: i64 = 100;
+const BUDGET: Duration = Duration::from_secs(20);
 
 /// What one sweep did; the response body.
 #[derive(Debug, Default, Serialize)]
@@ -69,7 +71,8 @@ async fn sweep(req: Request) -> Result<Reply, ApiError> {
         topic: vars::get("topic_reminders").await?,
         traceparent: header("traceparent").map(str::to_owned),
     };
-    let db = Db::open(&vars::get("db_url").await?).await?;
+    let db_url = vars::get("db_url").await?;
+    let db = Db::open(&db_url).await?;
 
     let mut summary = Summary::default();
     let mut users = BTreeSet::new();
@@ -90,18 +93,18 @@ async fn sweep(req: Request) -> Result<Reply, ApiError> {
         }
     }
     summary.users = users.len();
-    summary.published = publish(&db, &users).await;
+    drop(db);
+    summary.published = publish(&db_url, users).await;
     Ok(reply::json(StatusCode::OK, &summary))
 }
 
 /// Publishes the pending events of `users`, returning how many were delivered. A failure is
-/// logged, never answered: the events are in the outbox and the relay delivers them. The first
-/// failing user stops the loop, since the sidecar is then likely down for the others too.
-async fn publish(db: &Db, users: &BTreeSet<String>) -> usize {
+/// logged, never answered: the events are in the outbox and the relay delivers them.
+async fn publish(db_url: &str, users: BTreeSet<String>) -> usize {
     if users.is_empty() {
         return 0;
     }
-    let publisher = match Publisher::load().await {
+    let publisher = match Publisher::for_relay(BUDGET).await {
         Ok(publisher) => publisher,
         Err(error) => {
             eprintln!("reminder-sweep: events left to the relay: {error}");
@@ -109,20 +112,18 @@ async fn publish(db: &Db, users: &BTreeSet<String>) -> usize {
         }
     };
     let mut published = 0;
-    for user in users {
-        match publisher.flush_user_bulk(db, user, EVENTS_PER_USER).await {
-            Ok(Flush::Delivered(n)) => published += n,
-            // The lease holder's next round delivers them.
-            Ok(Flush::Busy) => {}
-            Ok(Flush::Failed { delivered, error }) => {
-                published += delivered;
-                eprintln!("reminder-sweep: events of {user} left to the relay: {error}");
-                break;
+    for (user, flushed) in publisher
+        .flush_users(db_url, users.into_iter().collect(), EVENTS_PER_USER)
+        .await
+    {
+        match flushed {
+            Ok(flush) => {
+                published += flush.delivered;
+                if let Some(error) = flush.error {
+                    eprintln!("reminder-sweep: events of {user} left to the relay: {error}");
+                }
             }
-            Err(error) => {
-                eprintln!("reminder-sweep: events of {user} left to the relay: {error}");
-                break;
-            }
+            Err(error) => eprintln!("reminder-sweep: events of {user} left to the relay: {error}"),
         }
     }
     published

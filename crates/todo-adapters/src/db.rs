@@ -13,8 +13,10 @@
 //! | `Jsonb`         | `Jsonb` (bytes)                | jsonb      |
 //! | `Null`          | `DbNull`                       | any        |
 
+use crate::pool;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError};
+use std::cell::Cell;
 use todo_core::error::ApiError;
 use todo_core::outbox::Pending;
 use todo_core::reminders::DueReminder;
@@ -22,35 +24,64 @@ use todo_core::sql::{SqlValue, Statement};
 use todo_core::tasks::{ReminderColumns, TaskRow};
 use uuid::Uuid;
 
-pub struct Db(Connection);
+/// A connection for one request: taken from the instance's idle connections when it has one
+/// (see [`crate::pool`], which also states the rules), opened otherwise, and given back when
+/// dropped unless it failed at the connection level.
+pub struct Db {
+    url: String,
+    /// `None` only once given back, in `drop`.
+    connection: Option<Connection>,
+    broken: Cell<bool>,
+}
 
 impl Db {
-    /// Spin pools connections per URL on the host side, so opening per request is cheap.
     pub async fn open(url: &str) -> Result<Self, ApiError> {
-        Connection::open(url).await.map(Db).map_err(map_error)
+        let connection = match pool::take(url) {
+            Some(connection) => connection,
+            None => Connection::open(url).await.map_err(map_error)?,
+        };
+        Ok(Db {
+            url: url.to_owned(),
+            connection: Some(connection),
+            broken: Cell::new(false),
+        })
+    }
+
+    fn connection(&self) -> Result<&Connection, ApiError> {
+        self.connection
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("the connection was given back"))
+    }
+
+    /// Maps a failure, and marks the connection broken when the failure was the connection's.
+    fn failed(&self, error: pg::Error) -> ApiError {
+        if is_connection_failure(&error) {
+            self.broken.set(true);
+        }
+        map_error(error)
     }
 
     pub async fn rows(&self, statement: Statement) -> Result<Vec<Vec<DbValue>>, ApiError> {
         let params: Vec<ParameterValue> = statement.params.into_iter().map(bind).collect();
         let mut result = self
-            .0
+            .connection()?
             .query(statement.sql, params)
             .await
-            .map_err(map_error)?;
+            .map_err(|e| self.failed(e))?;
         let mut rows = Vec::new();
         while let Some(row) = result.rows().next().await {
             rows.push(row);
         }
-        result.result().await.map_err(map_error)?;
+        result.result().await.map_err(|e| self.failed(e))?;
         Ok(rows)
     }
 
     pub async fn execute(&self, statement: Statement) -> Result<u64, ApiError> {
         let params: Vec<ParameterValue> = statement.params.into_iter().map(bind).collect();
-        self.0
+        self.connection()?
             .execute(statement.sql, params)
             .await
-            .map_err(map_error)
+            .map_err(|e| self.failed(e))
     }
 
     /// Runs `outbox::claim_pending`: `None` when the lease is busy, else the claimed events.
@@ -186,6 +217,30 @@ pub fn map_error(error: pg::Error) -> ApiError {
             detail: text.clone(),
         },
         _ => ApiError::internal(error.to_string()),
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && !self.broken.get()
+        {
+            pool::give_back(std::mem::take(&mut self.url), connection);
+        }
+    }
+}
+
+/// Whether `error` leaves the session unusable: the connection failed, closed or was reset
+/// (unstructured query failures come from the connection itself), or the server is going away.
+/// A statement's own error (a constraint, a bad value) does not.
+fn is_connection_failure(error: &pg::Error) -> bool {
+    match error {
+        pg::Error::PgError(PgError::ConnectionFailed(_))
+        | pg::Error::PgError(PgError::QueryFailed(QueryError::Text(_))) => true,
+        pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
+            is_unavailable(&db.code)
+        }
+        _ => false,
     }
 }
 

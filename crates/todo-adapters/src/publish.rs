@@ -1,32 +1,52 @@
-//! Publishing outbox events to the Dapr sidecar (DESIGN.md section 3).
+//! Publishing outbox events to the Dapr sidecar (DESIGN.md section 3), by the rules of
+//! `todo_core::outbox`.
 //!
-//! `flush_user` sends one user's pending events in order under that user's lease and marks
-//! what the sidecar accepted. Any failure stops the batch, so no event overtakes an earlier
-//! one; the outbox keeps the rest for the next attempt.
+//! A publisher sends one user's pending events in order under that user's lease, one publish
+//! answered before the next, and marks what the sidecar accepted. A failure stops the user's
+//! run, so no event overtakes an earlier one, and backs the head off; an event the sidecar keeps
+//! refusing while it accepts others is parked as dead. The outbox keeps the rest for the next
+//! attempt.
 
 use crate::db::Db;
 use crate::vars;
 use bytes::Bytes;
+use futures::stream::{self, StreamExt};
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use spin_sdk::http::FullBody;
 use spin_sdk::wasip3::http::types::RequestOptions;
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use todo_core::error::ApiError;
-use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending};
+use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending, RoundEnd};
 use uuid::Uuid;
 
-/// How long a publisher may hold a user's lease before another may take over.
-const LEASE_SECONDS: i32 = 30;
-/// Publishing rounds per flush: bounds the work one request does after its response.
-const MAX_ROUNDS: usize = 4;
+/// How long a publisher may hold a user's lease before another may take over. Each round takes
+/// the lease anew, and starts no publish that could outlast it.
+const LEASE: Duration = Duration::from_secs(30);
+/// Events a request publishes per round after its response.
+const INLINE_BATCH: i64 = 20;
+/// How long a request keeps publishing after its response while its user writes on: bounded,
+/// so an instance is not held forever by one busy user; what is left then goes out with the
+/// next write or the relay.
+const INLINE_BUDGET: Duration = Duration::from_secs(10);
+/// A publish may take its timeout three times over: to connect, for the first byte of the
+/// answer, and between bytes.
+const TIMEOUT_PHASES: u32 = 3;
+/// Users whose events the relay and the sweep publish at the same time, each with its own
+/// connection; a user's own events still go one at a time.
+const USERS_AT_ONCE: usize = 8;
 
 pub struct Publisher {
     dapr_url: String,
     api_token: String,
     pubsub: String,
+    /// The limit of one publish, from connect to the last byte of the answer.
     timeout: Duration,
+    /// Failed attempts after which an event the sidecar refuses is parked as dead.
+    max_attempts: i32,
+    /// How long one flush may go on, round after round.
+    budget: Duration,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -34,221 +54,183 @@ impl std::fmt::Debug for Publisher {
         f.debug_struct("Publisher")
             .field("dapr_url", &self.dapr_url)
             .field("pubsub", &self.pubsub)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 /// What one flush achieved.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Flush {
-    /// Everything pending (up to the batch size) was delivered.
-    Delivered(usize),
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flush {
+    /// Events the sidecar accepted.
+    pub delivered: usize,
+    /// Events parked as dead after their last failed attempt.
+    pub parked: usize,
     /// Another publisher holds the user's lease; it will deliver.
-    Busy,
-    /// Some were delivered, then the sidecar failed; the rest waits for backoff.
-    Failed { delivered: usize, error: String },
+    pub busy: bool,
+    /// The failure that stopped the user's run; the rest waits for backoff.
+    pub error: Option<String>,
 }
 
-/// Events a request publishes itself before leaving the rest to the relay.
-const INLINE_BATCH: i64 = 20;
-
 /// Publishes `user_id`'s pending events after the response has gone out: the component-model
-/// task keeps running once it has returned its value (`wit_bindgen::spawn`). It takes over the
-/// request's connection rather than checking out another (each checkout costs Spin's pool a
-/// session reset). A failure here never reaches the client; the events stay in the outbox and
-/// the relay delivers them.
+/// task keeps running once it has returned its value (`wit_bindgen::spawn`), and Spin keeps the
+/// instance until it ends. It takes over the request's connection rather than checking out
+/// another. A failure here never reaches the client; the events stay in the outbox and the
+/// relay delivers them.
 pub fn after_response(db: Db, user_id: String) {
     spin_sdk::wit_bindgen::spawn(async move {
         let flushed = async {
-            let publisher = Publisher::load().await?;
+            let publisher = Publisher::for_requests().await?;
             publisher.flush_user(&db, &user_id, INLINE_BATCH).await
         };
-        if let Err(error) = flushed.await {
-            eprintln!("publishing events of {user_id} left to the relay: {error}");
+        match flushed.await {
+            Ok(Flush {
+                error: Some(error), ..
+            }) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
+            Ok(_) => {}
+            Err(error) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
         }
     });
 }
 
-/// What one round sent: the sequence numbers the sidecar accepted, and the first failure.
+/// What one round sent: the sequence numbers the sidecar accepted, and how it ended.
+#[derive(Default)]
 struct Round {
     delivered: Vec<i64>,
-    failure: Option<(i64, String)>,
-}
-
-/// How far a run of events got.
-struct RunOutcome {
-    delivered: usize,
+    parked: usize,
+    end: RoundEnd,
     error: Option<String>,
 }
 
 impl Publisher {
-    /// Reads `dapr_url`, `dapr_api_token`, `pubsub_name` and `publish_timeout_ms`.
-    pub async fn load() -> Result<Self, ApiError> {
+    /// A publisher for the request path: `publish_timeout_ms` per publish (short: a request
+    /// leaves whatever the sidecar does not take quickly to the relay).
+    pub async fn for_requests() -> Result<Self, ApiError> {
+        Self::load("publish_timeout_ms", INLINE_BUDGET).await
+    }
+
+    /// A publisher for the relay and the reminder sweep: `relay_publish_timeout_ms` per
+    /// publish, and `budget` for the whole call.
+    pub async fn for_relay(budget: Duration) -> Result<Self, ApiError> {
+        Self::load("relay_publish_timeout_ms", budget).await
+    }
+
+    async fn load(timeout_variable: &str, budget: Duration) -> Result<Self, ApiError> {
+        let timeout = Duration::from_millis(vars::number(timeout_variable).await?);
+        if !outbox::fits_in_lease(Duration::ZERO, timeout * TIMEOUT_PHASES, LEASE) {
+            return Err(ApiError::internal(format!(
+                "variable {timeout_variable} = {} ms, three times over, does not fit the {} s publishing lease",
+                timeout.as_millis(),
+                LEASE.as_secs()
+            )));
+        }
         Ok(Self {
             dapr_url: vars::get("dapr_url").await?,
             api_token: vars::get("dapr_api_token").await?,
             pubsub: vars::get("pubsub_name").await?,
-            timeout: Duration::from_millis(vars::number("publish_timeout_ms").await?),
+            timeout,
+            max_attempts: vars::number("outbox_max_attempts").await?,
+            budget,
         })
     }
 
-    /// Publishes up to `batch` pending events of `user_id`, in order, one request per event
-    /// (what a request does after its response: usually one or two events).
+    /// Publishes `user_id`'s pending events under the user's lease, up to `batch` per round,
+    /// round after round while more may be due (`outbox::another_round`) and the budget lasts.
+    /// A publisher that finds the lease busy returns at once (`busy`): the holder goes round
+    /// again for it. A round is two statements (claim-and-read, then mark-and-release) plus one
+    /// for each failure.
     pub async fn flush_user(&self, db: &Db, user_id: &str, batch: i64) -> Result<Flush, ApiError> {
-        self.flush(db, user_id, batch, false).await
-    }
-
-    /// Like [`Publisher::flush_user`], sending runs of events with Dapr's bulk publish API
-    /// (the relay's way: many events per request).
-    pub async fn flush_user_bulk(
-        &self,
-        db: &Db,
-        user_id: &str,
-        batch: i64,
-    ) -> Result<Flush, ApiError> {
-        self.flush(db, user_id, batch, true).await
-    }
-
-    /// Publishes under the user's lease, round after round while more may be due (up to
-    /// `MAX_ROUNDS`): a full batch may have left some behind, and a publisher that found the
-    /// lease busy meanwhile (a writer after its commit) has left its events to this holder.
-    /// That publisher returns `Busy` at once instead of waiting for the lease.
-    ///
-    /// A round is two statements: claim-and-read, then mark-and-release.
-    async fn flush(
-        &self,
-        db: &Db,
-        user_id: &str,
-        batch: i64,
-        bulk: bool,
-    ) -> Result<Flush, ApiError> {
-        let mut delivered = 0;
-        for round in 0..MAX_ROUNDS {
+        let started = Instant::now();
+        let mut flush = Flush::default();
+        let lease_seconds = i32::try_from(LEASE.as_secs()).unwrap_or(i32::MAX);
+        loop {
             let holder = Uuid::now_v7();
-            let claim = outbox::claim_pending(user_id, holder, LEASE_SECONDS, batch);
+            let claim = outbox::claim_pending(user_id, holder, lease_seconds, batch);
             let Some(pending) = db.claim_pending(claim).await? else {
-                return Ok(if round == 0 {
-                    Flush::Busy
-                } else {
-                    Flush::Delivered(delivered)
-                });
+                flush.busy = flush.delivered == 0 && flush.parked == 0;
+                return Ok(flush);
             };
-            let full = i64::try_from(pending.len()).is_ok_and(|n| n >= batch);
-            let sent = self.publish_pending(user_id, &pending, bulk).await;
-            if let Some((seq, error)) = &sent.failure {
-                // Backs the user off before the lease goes, so no one retries at once. Should
-                // this fail, the lease expires by itself and the round is sent again.
-                db.execute(outbox::mark_failed(user_id, *seq, error))
-                    .await?;
-            }
-            let recheck = db
-                .flag(outbox::finish_round(user_id, holder, &sent.delivered))
+            let mut round = self.publish_run(db, user_id, &pending).await?;
+            round.end.full = i64::try_from(pending.len()).is_ok_and(|n| n >= batch);
+            round.end.recheck = db
+                .flag(outbox::finish_round(user_id, holder, &round.delivered))
                 .await?
                 .unwrap_or(false);
-            delivered += sent.delivered.len();
-            if let Some((_, error)) = sent.failure {
-                return Ok(Flush::Failed { delivered, error });
+            flush.delivered += round.delivered.len();
+            flush.parked += round.parked;
+            if round.error.is_some() {
+                flush.error = round.error;
             }
-            if !(recheck || full) {
-                break;
-            }
-        }
-        Ok(Flush::Delivered(delivered))
-    }
-
-    /// Sends `pending` in order and stops at the first failure, so nothing overtakes it.
-    async fn publish_pending(&self, user_id: &str, pending: &[Pending], bulk: bool) -> Round {
-        let mut round = Round {
-            delivered: Vec::new(),
-            failure: None,
-        };
-        // Runs of the same topic, in order; a bulk request carries one topic.
-        for run in pending.chunk_by(|a, b| a.topic == b.topic) {
-            let outcome = if bulk && run.len() > 1 {
-                self.publish_bulk(user_id, run).await
-            } else {
-                self.publish_each(user_id, run).await
-            };
-            round
-                .delivered
-                .extend(run.iter().take(outcome.delivered).map(|e| e.seq));
-            if let Some(error) = outcome.error {
-                round.failure = Some((run[outcome.delivered].seq, error));
-                break;
+            if !outbox::another_round(&round.end, started.elapsed() < self.budget) {
+                return Ok(flush);
             }
         }
-        round
     }
 
-    async fn publish_each(&self, user_id: &str, events: &[Pending]) -> RunOutcome {
-        for (index, event) in events.iter().enumerate() {
-            if let Err(error) = self.publish(user_id, event).await {
-                return RunOutcome {
-                    delivered: index,
-                    error: Some(error),
+    /// Flushes each of `users` (the relay's and the sweep's way): several users at once, each
+    /// on its own connection to `db_url`, each user's events in order. Returns every user's
+    /// outcome.
+    pub async fn flush_users(
+        &self,
+        db_url: &str,
+        users: Vec<String>,
+        batch: i64,
+    ) -> Vec<(String, Result<Flush, ApiError>)> {
+        stream::iter(users)
+            .map(|user| async move {
+                let flushed = match Db::open(db_url).await {
+                    Ok(db) => self.flush_user(&db, &user, batch).await,
+                    Err(error) => Err(error),
                 };
-            }
-        }
-        RunOutcome {
-            delivered: events.len(),
-            error: None,
-        }
-    }
-
-    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: 204 when every entry was published;
-    /// 500 lists `failedEntries`. Only the entries before the first failure count as
-    /// delivered, so nothing overtakes a failed event; later ones are sent again (consumers
-    /// de-duplicate by event id). A sidecar without the bulk API gets single publishes.
-    async fn publish_bulk(&self, user_id: &str, events: &[Pending]) -> RunOutcome {
-        let url = outbox::bulk_publish_url(&self.dapr_url, &self.pubsub, &events[0].topic, user_id);
-        let entries: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "entryId": e.event_id.to_string(),
-                    "event": e.event,
-                    "contentType": CLOUDEVENTS_JSON,
-                })
+                (user, flushed)
             })
-            .collect();
-        let body = serde_json::to_vec(&entries).unwrap_or_default();
-        let (status, text) = match self.post(&url, "application/json", body).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                return RunOutcome {
-                    delivered: 0,
-                    error: Some(error),
-                };
+            .buffer_unordered(USERS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    /// Sends `pending` in order, one publish at a time, and stops at the first failure, so
+    /// nothing overtakes it. A failed event is backed off, or parked as dead, in which case
+    /// the run goes on with the next event. No publish starts that could outlast the lease.
+    async fn publish_run(
+        &self,
+        db: &Db,
+        user_id: &str,
+        pending: &[Pending],
+    ) -> Result<Round, ApiError> {
+        let claimed = Instant::now();
+        let mut round = Round::default();
+        for event in pending {
+            if !outbox::fits_in_lease(claimed.elapsed(), self.timeout * TIMEOUT_PHASES, LEASE) {
+                round.end.cut_short = true;
+                break;
             }
-        };
-        if status.is_success() {
-            return RunOutcome {
-                delivered: events.len(),
-                error: None,
+            let Err(error) = self.publish(user_id, event).await else {
+                round.delivered.push(event.seq);
+                continue;
             };
+            let parked = db
+                .flag(outbox::mark_failed(
+                    user_id,
+                    event.seq,
+                    &error,
+                    self.max_attempts,
+                ))
+                .await?
+                .unwrap_or(false);
+            if parked {
+                eprintln!(
+                    "event {} of {user_id} parked as dead after {} attempts: {error}",
+                    event.event_id, self.max_attempts
+                );
+                round.parked += 1;
+                continue;
+            }
+            round.end.failed = true;
+            round.error = Some(error);
+            break;
         }
-        if status.as_u16() != 500 {
-            // Not the bulk API's failure answer: an older sidecar, or a request-level problem
-            // that single publishes report precisely.
-            return self.publish_each(user_id, events).await;
-        }
-        let failed: Vec<String> = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("failedEntries").cloned())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|entry| entry.get("entryId")?.as_str().map(str::to_owned))
-            .collect();
-        let delivered = events
-            .iter()
-            .position(|e| failed.is_empty() || failed.contains(&e.event_id.to_string()))
-            .unwrap_or(events.len());
-        RunOutcome {
-            delivered,
-            error: (delivered < events.len())
-                .then(|| format!("bulk publish answered {status}: {text}")),
-        }
+        Ok(round)
     }
 
     /// One structured CloudEvent to `POST /v1.0/publish/{pubsub}/{topic}`; 204 means the
@@ -274,10 +256,13 @@ impl Publisher {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(http::StatusCode, String), String> {
+        // An exact length spares the sidecar a chunked body, whose terminator Spin would send
+        // as a segment of its own (see `crate::reply`).
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(url)
-            .header(header::CONTENT_TYPE, content_type);
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len());
         if !self.api_token.is_empty() {
             request = request.header("dapr-api-token", &self.api_token);
         }
@@ -303,7 +288,8 @@ impl Publisher {
     fn options(&self) -> RequestOptions {
         let options = RequestOptions::new();
         let nanos = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
-        // Each limit alone bounds a hanging sidecar; both keep a slow one from stalling.
+        // Each limit alone bounds a hanging sidecar; together they keep a slow one from
+        // stalling a round past its lease.
         let _ = options.set_connect_timeout(Some(nanos));
         let _ = options.set_first_byte_timeout(Some(nanos));
         let _ = options.set_between_bytes_timeout(Some(nanos));

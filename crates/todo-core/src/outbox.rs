@@ -1,18 +1,28 @@
-//! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql and
-//! 0005_outbox_recheck.sql) and the rules of delivering it.
+//! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql,
+//! 0005_outbox_recheck.sql and 0006_outbox_dead.sql) and the rules of delivering it.
 //!
 //! Task writes insert event rows in the same statement (see `tasks::store`). Publishing is
 //! separate and may fail at any time, so:
-//! - a user's events are published by one publisher at a time, in `seq` order: the publisher
-//!   holds a per-user lease (a row in `outbox_leases` with an expiry, taken over only once
-//!   expired), which also survives crashes by expiring;
+//! - a user's events are published by one publisher at a time, in `seq` order, one publish
+//!   answered before the next is sent (Dapr's bulk publish is neither ordered nor
+//!   transactional, so a partly failed bulk could be retried in an order consumers can see):
+//!   the publisher holds a per-user lease (a row in `outbox_leases` with an expiry, taken over
+//!   only once expired), which also survives crashes by expiring;
 //! - a publisher that finds the lease busy does not wait: it flags the lease, and the holder
 //!   runs another round before letting go;
-//! - a failed publish stops that user's batch (no later event overtakes it) and pushes the
-//!   user's next attempt back exponentially;
-//! - delivered rows stay for `retention` and are then pruned.
+//! - a round never outlives its lease: a publish that could not finish before the lease
+//!   expires is not started ([`fits_in_lease`]), so no other publisher can take over while
+//!   one is in flight and send it again;
+//! - a failed publish stops that user's run (no later event overtakes it) and backs off the
+//!   failed event, the head of the user's queue, exponentially; events behind it wait for it;
+//! - an event that keeps failing while the sidecar accepts other events is a poison event:
+//!   after `max_attempts` it is parked as dead (kept, with its last error) so that the user's
+//!   later events flow ([`mark_failed`]); [`REQUEUE_DEAD`] puts parked events back;
+//! - delivered rows stay for `retention` and are then pruned; dead rows stay until requeued
+//!   or deleted by an operator.
 
 use crate::sql::{SqlValue, Statement};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// An undelivered event as the publisher reads it.
@@ -27,8 +37,12 @@ pub struct Pending {
 /// Column order of [`claim_pending`]; publishers decode rows in this order.
 pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
 
+/// The rows a publisher still has to send: neither delivered nor parked as dead.
+const PENDING: &str = "delivered_at is null and dead_at is null";
+
 /// Claims the publishing lease of `user_id` for `holder` and, in the same round trip, reads up
-/// to `limit` of the user's undelivered events in order, if their backoff has passed.
+/// to `limit` of the user's undelivered events in order, if the first of them (the head of the
+/// user's queue) is due: only the head is ever backed off, and it holds back those behind it.
 ///
 /// No row: another holder has an unexpired lease; the claim then sets its `recheck`, so that
 /// the holder runs another round for what this caller committed (see [`finish_round`]). One
@@ -38,9 +52,6 @@ pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
 /// holder that marked events delivered and released the lease in between is only seen through
 /// the row lock, whose re-check drops rows delivered since the snapshot. Without
 /// `for no key update` those events would be published twice.
-///
-/// `next_attempt_at` is checked on the first pending row only: once the head is due, the
-/// whole batch goes out in order.
 pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64) -> Statement {
     Statement::new(
         format!(
@@ -55,9 +66,9 @@ pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64
              returning holder = $2::uuid as ours) \
              select {PENDING_COLUMNS} from claimed left join lateral \
              (select {PENDING_COLUMNS} from outbox where claimed.ours and user_id = $1::text \
-              and delivered_at is null \
-              and (select min(next_attempt_at) from outbox where user_id = $1::text \
-                   and delivered_at is null) <= now() \
+              and {PENDING} \
+              and (select next_attempt_at from outbox where user_id = $1::text and {PENDING} \
+                   order by seq limit 1) <= now() \
               order by seq limit $4::int8 for no key update) pending on true \
              where claimed.ours order by seq"
         ),
@@ -91,40 +102,99 @@ pub fn finish_round(user_id: &str, holder: Uuid, delivered: &[i64]) -> Statement
     )
 }
 
-/// Records a failed attempt on `seq` and backs off every pending event of the user:
-/// 1 s, 2 s, 4 s, ... capped at 5 minutes.
-pub fn mark_failed(user_id: &str, seq: i64, error: &str) -> Statement {
+/// Records a failed attempt on `seq`, the head of the user's queue, and backs it off: 1 s,
+/// 2 s, 4 s, ... capped at 5 minutes. Only the head is backed off; the events behind it wait
+/// because the head is not due ([`claim_pending`]), so a new write does not make it due again.
+///
+/// After `max_attempts` failed attempts the event is parked as dead if the sidecar delivered
+/// any event (of any user) since this one first failed: then the fault is the event's, not
+/// the sidecar's or the broker's, and it must not hold back the user's later events. While
+/// nothing gets through (an outage), nothing is parked. Returns one row, `parked`.
+pub fn mark_failed(user_id: &str, seq: i64, error: &str, max_attempts: i32) -> Statement {
     let error: String = error.chars().take(500).collect();
     Statement::new(
-        "with failed as (update outbox set attempts = attempts + 1, last_error = $3::text \
-         where user_id = $1::text and seq = $2::int8 returning attempts) \
-         update outbox set next_attempt_at = now() + make_interval(secs => \
-         least(300, power(2, least((select attempts from failed), 9) - 1))::int4) \
-         where user_id = $1::text and delivered_at is null",
+        format!(
+            "update outbox set attempts = attempts + 1, last_error = $3::text, \
+             first_failed_at = coalesce(first_failed_at, now()), \
+             next_attempt_at = now() + make_interval(secs => \
+             least(300, power(2, least(attempts, 9)))::int4), \
+             dead_at = case when attempts + 1 >= $4::int4 and exists \
+             (select 1 from outbox delivered where delivered.delivered_at > \
+              coalesce(outbox.first_failed_at, now())) then now() end \
+             where user_id = $1::text and seq = $2::int8 and {PENDING} \
+             returning dead_at is not null as parked"
+        ),
         vec![
             SqlValue::Text(user_id.to_owned()),
             SqlValue::Int64(seq),
             SqlValue::Text(error),
+            SqlValue::Int32(max_attempts),
         ],
     )
 }
 
-/// Users with events due for publishing, oldest first.
+/// Users whose queue head is due, oldest head first.
 pub fn due_users(limit: i64) -> Statement {
     Statement::new(
-        "select user_id from outbox where delivered_at is null \
-         group by user_id having min(next_attempt_at) <= now() \
-         order by min(seq) limit $1::int8",
+        format!(
+            "select user_id from (select distinct on (user_id) user_id, seq, next_attempt_at \
+             from outbox where {PENDING} order by user_id, seq) heads \
+             where next_attempt_at <= now() order by seq limit $1::int8"
+        ),
         vec![SqlValue::Int64(limit)],
     )
 }
 
-/// Deletes delivered rows older than the retention period.
+/// Deletes delivered rows older than the retention period. Dead rows stay.
 pub fn prune(retention_hours: i32) -> Statement {
     Statement::new(
         "delete from outbox where delivered_at < now() - make_interval(hours => $1::int4)",
         vec![SqlValue::Int32(retention_hours)],
     )
+}
+
+/// How many events are parked as dead, for the relay's summary.
+pub fn dead_count() -> Statement {
+    Statement::new(
+        "select count(*) from outbox where dead_at is not null",
+        Vec::new(),
+    )
+}
+
+/// Puts every parked event back in its user's queue, to be published once more at its place
+/// in `seq` order (add `and user_id = '...'` or `and event_id = '...'` to pick some). Events
+/// of the user published meanwhile are not sent again, so a consumer sees a requeued event
+/// after them. Run it with psql once the cause is fixed (README, "Delivery guarantees").
+pub const REQUEUE_DEAD: &str = "update outbox set dead_at = null, attempts = 0, \
+first_failed_at = null, next_attempt_at = now() where dead_at is not null";
+
+/// Whether another publish may start `elapsed` into a round whose lease lasts `lease`: only if
+/// it ends, even at its full `timeout`, a safety margin before the lease expires and another
+/// publisher may take over the user's queue.
+pub fn fits_in_lease(elapsed: Duration, timeout: Duration, lease: Duration) -> bool {
+    let margin = lease / 10;
+    elapsed + timeout + margin <= lease
+}
+
+/// Whether a publisher goes round once more after a round: when a writer left its events to it
+/// (`recheck`), when the round read a full batch (more may be waiting), or when the round
+/// stopped early to stay inside its lease, unless the round failed (the head backs off) or the
+/// publisher has used its time budget (the relay takes over what is left).
+pub fn another_round(round: &RoundEnd, within_budget: bool) -> bool {
+    !round.failed && within_budget && (round.recheck || round.full || round.cut_short)
+}
+
+/// How a publishing round ended, for [`another_round`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundEnd {
+    /// Another publisher found the lease busy during the round and left its events to us.
+    pub recheck: bool,
+    /// The round read as many events as it asked for.
+    pub full: bool,
+    /// The round stopped before its last event to stay inside the lease.
+    pub cut_short: bool,
+    /// A publish failed and the head was backed off (not parked).
+    pub failed: bool,
 }
 
 /// The publish URL: DESIGN.md section 3. `metadata.partitionKey` is what Dapr's Kafka
@@ -141,15 +211,6 @@ pub fn publish_url(dapr_url: &str, pubsub: &str, topic: &str, partition_key: &st
         let _ = write!(url, "{byte}");
     }
     url
-}
-
-/// The bulk publish URL (Dapr's alpha bulk API); the partition key applies to every entry.
-pub fn bulk_publish_url(dapr_url: &str, pubsub: &str, topic: &str, partition_key: &str) -> String {
-    publish_url(dapr_url, pubsub, topic, partition_key).replacen(
-        "/v1.0/publish/",
-        "/v1.0-alpha1/publish/bulk/",
-        1,
-    )
 }
 
 fn encode_segment(segment: &str) -> String {
@@ -181,10 +242,68 @@ mod tests {
         for statement in [
             claim_pending("u", Uuid::nil(), 30, 10),
             finish_round("u", Uuid::nil(), &[1, 2]),
-            mark_failed("u", 1, "boom"),
+            mark_failed("u", 1, "boom", 10),
         ] {
             assert!(statement.sql.contains("user_id = $1"), "{}", statement.sql);
             assert_eq!(statement.params[0], SqlValue::Text("u".into()));
         }
+    }
+
+    #[test]
+    fn a_publish_starts_only_if_it_ends_inside_the_lease() {
+        let lease = Duration::from_secs(30);
+        let timeout = Duration::from_secs(5);
+        assert!(fits_in_lease(Duration::ZERO, timeout, lease));
+        assert!(fits_in_lease(Duration::from_secs(22), timeout, lease));
+        assert!(
+            !fits_in_lease(Duration::from_secs(23), timeout, lease),
+            "3 s margin"
+        );
+        assert!(
+            !fits_in_lease(Duration::ZERO, Duration::from_secs(30), lease),
+            "a timeout as long as the lease never fits"
+        );
+    }
+
+    #[test]
+    fn another_round_runs_only_while_something_may_be_waiting() {
+        let ended = |recheck, full, cut_short, failed| RoundEnd {
+            recheck,
+            full,
+            cut_short,
+            failed,
+        };
+        assert!(!another_round(&RoundEnd::default(), true), "drained");
+        assert!(another_round(&ended(true, false, false, false), true));
+        assert!(another_round(&ended(false, true, false, false), true));
+        assert!(another_round(&ended(false, false, true, false), true));
+        assert!(
+            !another_round(&ended(true, true, true, true), true),
+            "a failure backs off"
+        );
+        assert!(
+            !another_round(&ended(true, true, false, false), false),
+            "the budget is spent: the relay goes on"
+        );
+    }
+
+    #[test]
+    fn only_the_head_is_backed_off_and_parking_needs_proof_the_sidecar_works() {
+        let failed = mark_failed("u", 7, &"x".repeat(600), 10);
+        assert!(failed.sql.contains("seq = $2::int8"), "{}", failed.sql);
+        assert!(
+            failed.sql.contains("delivered.delivered_at >"),
+            "{}",
+            failed.sql
+        );
+        assert_eq!(failed.params[2], SqlValue::Text("x".repeat(500)));
+        assert_eq!(failed.params[3], SqlValue::Int32(10));
+        let claim = claim_pending("u", Uuid::nil(), 30, 10);
+        assert!(
+            claim.sql.contains("order by seq limit 1) <= now()"),
+            "due is decided by the head: {}",
+            claim.sql
+        );
+        assert!(!claim.sql.contains("min(next_attempt_at)"));
     }
 }
