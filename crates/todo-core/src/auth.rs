@@ -12,6 +12,44 @@ use serde::Deserialize;
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECONDS: u64 = 30;
 
+/// The shortest secret accepted as a key, in bytes: 256 bits, the output size of HS256's
+/// SHA-256 (RFC 7518 section 3.2 requires keys at least that long).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Spellings of the placeholder the templates ship with (`CHANGE-ME` in `k8s/secrets/`).
+const PLACEHOLDERS: [&str; 3] = ["change-me", "change_me", "changeme"];
+
+/// Why `value` must not be used as a secret, or `None` when it may be.
+///
+/// For any secret variable (`jwt_secret`, `app_api_token`, ...): a value shorter than
+/// [`MIN_SECRET_BYTES`] bytes, or one that still contains the placeholder `change-me` (in any
+/// case, also written `change_me` or `changeme`), is unsafe. The reason never repeats the
+/// value, so it can be logged; it is not meant for clients.
+pub fn unsafe_secret(value: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    if let Some(placeholder) = PLACEHOLDERS.iter().find(|p| lower.contains(*p)) {
+        return Some(format!(
+            "it contains the placeholder '{placeholder}'; set a random value"
+        ));
+    }
+    if value.len() < MIN_SECRET_BYTES {
+        return Some(format!(
+            "it is {} bytes long; at least {MIN_SECRET_BYTES} random bytes are needed",
+            value.len()
+        ));
+    }
+    None
+}
+
+/// A setting the component must not serve with: a deployment mistake, answered 500 and logged,
+/// never described to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("variable {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
 /// The raw values of the auth variables, as the component reads them.
 #[derive(Clone, Copy, Default)]
 pub struct AuthVars<'a> {
@@ -62,14 +100,21 @@ fn list(value: &str) -> Vec<String> {
 
 impl AuthConfig {
     /// Auth is on unless `enabled` is literally `false` (case-insensitive): a typo must not
-    /// open the API.
-    pub fn new(vars: &AuthVars<'_>) -> Self {
-        Self {
-            enabled: !vars.enabled.trim().eq_ignore_ascii_case("false"),
+    /// open the API. With auth on, the HS256 secret must be safe ([`unsafe_secret`]).
+    pub fn new(vars: &AuthVars<'_>) -> Result<Self, ConfigError> {
+        let enabled = !vars.enabled.trim().eq_ignore_ascii_case("false");
+        if enabled && let Some(reason) = unsafe_secret(vars.secret) {
+            return Err(ConfigError {
+                variable: "jwt_secret",
+                reason,
+            });
+        }
+        Ok(Self {
+            enabled,
             secret: vars.secret.as_bytes().to_vec(),
             audience: list(vars.audience),
             issuer: list(vars.issuer),
-        }
+        })
     }
 
     /// Checks the `Authorization` header against the user the path names.
@@ -178,7 +223,7 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::{Value, json};
 
-    const SECRET: &str = "test-secret";
+    const SECRET: &str = "uJ3q9Zk1-vN8xR2mT5wB7yC4eH6gL0pA";
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
@@ -190,6 +235,7 @@ mod tests {
             secret: SECRET,
             ..vars
         })
+        .expect("a valid configuration")
     }
 
     fn signed(claims: &Value, secret: &str, alg: Algorithm) -> String {
@@ -351,8 +397,10 @@ mod tests {
         let enabled = |value| {
             AuthConfig::new(&AuthVars {
                 enabled: value,
+                secret: SECRET,
                 ..AuthVars::default()
             })
+            .expect("valid")
             .enabled
         };
         assert!(!enabled("false"));
@@ -362,17 +410,63 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_secret_rejects_every_token() {
-        let auth = AuthConfig::new(&AuthVars {
-            enabled: "true",
-            ..AuthVars::default()
-        });
-        let header = bearer(&token("alice", 600, "", Algorithm::HS256));
-        assert_eq!(
-            auth.authorize(Some(&header), "alice")
-                .map_err(|e| e.status()),
-            Err(401)
-        );
+    fn short_and_placeholder_secrets_are_unsafe() {
+        let cases = [
+            (
+                "",
+                Some("it is 0 bytes long; at least 32 random bytes are needed"),
+            ),
+            (
+                "short",
+                Some("it is 5 bytes long; at least 32 random bytes are needed"),
+            ),
+            (
+                "a".repeat(31).as_str(),
+                Some("it is 31 bytes long; at least 32 random bytes are needed"),
+            ),
+            (
+                "CHANGE-ME",
+                Some("it contains the placeholder 'change-me'; set a random value"),
+            ),
+            (
+                "local-dev-secret-change-me",
+                Some("it contains the placeholder 'change-me'; set a random value"),
+            ),
+            (
+                "0123456789abcdef0123456789abcdef-Change_Me",
+                Some("it contains the placeholder 'change_me'; set a random value"),
+            ),
+            (
+                "changemechangemechangemechangeme",
+                Some("it contains the placeholder 'changeme'; set a random value"),
+            ),
+            ("a".repeat(32).as_str(), None),
+            (SECRET, None),
+        ]
+        .map(|(value, reason)| (value.to_owned(), reason));
+        for (value, reason) in cases {
+            assert_eq!(unsafe_secret(&value).as_deref(), reason, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn an_unsafe_secret_is_refused_as_configuration_unless_auth_is_off() {
+        for secret in ["", "CHANGE-ME", "local-dev-secret-change-me"] {
+            let error = AuthConfig::new(&AuthVars {
+                enabled: "true",
+                secret,
+                ..AuthVars::default()
+            })
+            .expect_err(secret);
+            assert_eq!(error.variable, "jwt_secret");
+            assert!(!error.to_string().contains(secret) || secret.is_empty());
+            let off = AuthConfig::new(&AuthVars {
+                enabled: "false",
+                secret,
+                ..AuthVars::default()
+            });
+            assert!(off.is_ok_and(|auth| !auth.enabled), "{secret:?}");
+        }
     }
 
     #[test]

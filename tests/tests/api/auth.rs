@@ -1,4 +1,4 @@
-//! Bearer tokens through the host: claims (`nbf`, `aud`, `iss`).
+//! Bearer tokens through the host: claims (`nbf`, `aud`, `iss`) and unsafe secrets.
 
 use crate::helpers::{JWT_SECRET, TestApp, spawn_app, spawn_app_with};
 use http::Method;
@@ -13,6 +13,10 @@ fn now() -> i64 {
 
 /// An HS256 token for `sub`, valid for ten minutes, with `extra` claims added or replaced.
 fn hs256_token(sub: &str, extra: Value) -> String {
+    hs256_token_with(JWT_SECRET, sub, extra)
+}
+
+fn hs256_token_with(secret: &str, sub: &str, extra: Value) -> String {
     let mut claims = json!({ "sub": sub, "exp": now() + 600 });
     for (name, value) in extra.as_object().expect("claims are an object") {
         claims[name] = value.clone();
@@ -20,7 +24,7 @@ fn hs256_token(sub: &str, extra: Value) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign a token")
 }
@@ -122,4 +126,57 @@ async fn a_configured_audience_and_issuer_must_be_the_tokens() {
         assert_eq!(response.problem(401)["detail"], detail, "{name}");
     }
     assert!(app.task_rows().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unsafe_jwt_secret_answers_every_request_with_a_bare_500() {
+    let secrets = [
+        "local-dev-secret-change-me",
+        "CHANGE-ME",
+        "short-but-random-Xq7",
+        "0123456789abcdef0123456789abcdef-Change-Me",
+    ];
+    for secret in secrets {
+        let app = spawn_app_with(vars(&[("jwt_secret", secret)]), ReuseConfig::default()).await;
+        let auth = format!("Bearer {}", hs256_token_with(secret, &app.user, json!({})));
+        let requests = [
+            (Method::GET, app.tasks_path(), Some(auth.clone())),
+            (Method::POST, app.tasks_path(), Some(auth.clone())),
+            (Method::GET, app.tasks_path(), None),
+            (Method::GET, "/api/nothing-here".to_owned(), None),
+        ];
+        for (method, path, authorization) in requests {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(authorization) = &authorization {
+                headers.push(("authorization", authorization));
+            }
+            let response = app
+                .send(method.clone(), &path, &headers, r#"{"title":"x"}"#)
+                .await;
+            let problem = response.problem(500);
+            assert_eq!(
+                problem["detail"], "an unexpected error occurred",
+                "{secret} {method} {path}"
+            );
+            let body = String::from_utf8_lossy(&response.body).to_lowercase();
+            for hint in ["jwt", "secret", "change", "bytes", "placeholder"] {
+                assert!(!body.contains(hint), "{secret}: {hint} in {body}");
+            }
+        }
+        assert!(
+            app.task_rows().await.is_empty(),
+            "{secret}: nothing written"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unsafe_jwt_secret_does_not_matter_with_auth_switched_off() {
+    let app = spawn_app_with(
+        vars(&[("jwt_secret", "CHANGE-ME"), ("auth_enabled", "false")]),
+        ReuseConfig::default(),
+    )
+    .await;
+    let response = app.send(Method::GET, &app.tasks_path(), &[], "").await;
+    assert_eq!(response.status.as_u16(), 200);
 }

@@ -5,6 +5,7 @@
 //! exports `TEST_DATABASE_URL` (server) and `TEST_TEMPLATE_DB` (a database with migrations).
 
 mod auth;
+mod delivery;
 mod events;
 mod helpers;
 mod intake;
