@@ -673,3 +673,25 @@ async fn concurrent_requests_on_reused_instances_stay_separate() {
         );
     }
 }
+
+/// `.` and `..` would be path segments with a meaning of their own (and user ids that a path
+/// normalizer rewrites), so they are no user ids: 404 like any other invalid one, whatever the
+/// token says, and nothing is written.
+#[tokio::test]
+async fn user_ids_of_dots_alone_get_404_and_write_nothing() {
+    let app = spawn_app().await;
+    for user in [".", ".."] {
+        let me = app.as_user(user);
+        let path = format!("/api/{user}/tasks");
+        assert_eq!(me.tasks_path(), path, "the host gets the path as sent");
+        me.post_task(json!({"title": "dot"})).await.problem(404);
+        me.list("").await.problem(404);
+        me.get_task(&Uuid::now_v7().to_string()).await.problem(404);
+        let rows = app
+            .db
+            .query_one("select count(*) from tasks where user_id = $1", &[&user])
+            .await
+            .expect("count");
+        assert_eq!(rows.get::<_, i64>(0), 0, "{user:?}: nothing written");
+    }
+}

@@ -21,19 +21,21 @@ pub struct UserId(String);
 
 impl UserId {
     /// Ids are opaque, but restricted to URL-safe characters so they stay a single path segment
-    /// and a valid Kafka key.
+    /// and a valid Kafka key. Dots alone (`.`, `..`) are no id: as path segments they mean
+    /// "this" and "parent", which clients and proxies rewrite.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = !raw.is_empty()
             && raw.len() <= USER_ID_MAX
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@|~".contains(&b));
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@|~".contains(&b))
+            && !raw.bytes().all(|b| b == b'.');
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
             Err(FieldError::new(
                 "user_id",
-                "must be 1-128 characters of letters, digits and - _ . : @ | ~",
+                "must be 1-128 characters of letters, digits and - _ . : @ | ~, not only dots",
             ))
         }
     }
@@ -503,6 +505,16 @@ mod tests {
         assert!(UserId::parse("user_123-abc").is_ok());
         for bad in ["", "a/b", "a b", "ü", &"x".repeat(129), "a%2Fb"] {
             assert!(UserId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_ids_of_dots_alone_are_refused_as_path_segments() {
+        for bad in [".", "..", "..."] {
+            assert!(UserId::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a.", ".a", "..a", "a..b", "a.b.c", "~", "@."] {
+            assert!(UserId::parse(good).is_ok(), "{good:?}");
         }
     }
 
