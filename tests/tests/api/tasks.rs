@@ -695,3 +695,37 @@ async fn user_ids_of_dots_alone_get_404_and_write_nothing() {
         assert_eq!(rows.get::<_, i64>(0), 0, "{user:?}: nothing written");
     }
 }
+
+/// Ten thousand distinct tags fill most of a 64 KiB body. They are refused as soon as the
+/// eleventh is read, not after comparing each one with all the others (seconds of CPU).
+#[tokio::test]
+async fn ten_thousand_distinct_tags_get_422_fast_and_write_nothing() {
+    let app = spawn_app().await;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let tags: Vec<String> = (0..10_000usize)
+        .map(|i| {
+            [i / 1296, i / 36 % 36, i % 36]
+                .iter()
+                .map(|&d| char::from(ALPHABET[d % 36]))
+                .collect()
+        })
+        .collect();
+    let body = json!({"title": "Tagged", "tags": tags});
+    assert!(serde_json::to_vec(&body).expect("json").len() <= 64 * 1024);
+
+    let started = std::time::Instant::now();
+    let response = app.post_task(body).await;
+    let took = started.elapsed();
+
+    let problem = response.problem(422);
+    let errors = problem["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{problem}");
+    assert_eq!(errors[0]["field"], "tags");
+    assert_eq!(errors[0]["message"], "at most 10 tags are allowed");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "answered in {took:?}"
+    );
+    assert!(app.task_rows().await.is_empty(), "nothing written");
+    assert!(app.outbox_rows().await.is_empty(), "no event stored");
+}
