@@ -7,6 +7,14 @@
 //! empty 500. Each component runs under wasmtime's `ProxyHandler`, which reuses instances
 //! serially and concurrently with the limits in [`ReuseConfig`], as Spin 4 does for WASI 0.3
 //! components.
+//!
+//! Bodies are streamed as Spin 4.0 streams them: the request body is handed to the guest as it
+//! arrives, and the guest's response goes to hyper as soon as the guest returns it, with its body
+//! read from the guest's stream while hyper writes it (no buffering, no added `Content-Length`:
+//! hyper frames it from the guest's headers). The instance's task lasts until hyper is done with
+//! the body. Accepted sockets keep Nagle's algorithm on (no `TCP_NODELAY`), as in Spin 4.0.2, so
+//! a response whose head and body leave in separate writes waits for the client's delayed ACK
+//! here exactly as it does on Spin. [`App::handle`] runs the same path and collects the body.
 
 use crate::host::{self, ComponentContext, HostState, IntoAnyhow as _};
 use crate::manifest::Manifest;
@@ -16,11 +24,14 @@ use crate::variables::Providers;
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -28,6 +39,16 @@ use wasmtime::Store;
 use wasmtime_wasi_http::handler::{HandlerState, Proxy, ProxyHandler, ProxyPre, StoreBundle};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+
+/// A request or response body as it travels between hyper and a guest.
+pub type Body = UnsyncBoxBody<Bytes, ErrorCode>;
+
+/// A body made of `bytes`, for requests made in process and the host's own answers.
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never: std::convert::Infallible| -> ErrorCode { match never {} })
+        .boxed_unsync()
+}
 
 /// Spin's reserved path prefix.
 const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
@@ -240,30 +261,52 @@ impl App {
             .await
     }
 
-    /// Handles one request from `client_addr`.
+    /// Handles one request from `client_addr` in process: the same path as a request served
+    /// over TCP, with the response body collected once the guest has written it all.
     pub async fn handle_from(
         &self,
-        mut req: Request<Bytes>,
+        req: Request<Bytes>,
         client_addr: SocketAddr,
     ) -> Result<Response<Bytes>> {
+        let response = self.respond(req.map(full), client_addr).await?;
+        let (parts, body) = response.into_parts();
+        match body.collect().await {
+            Ok(body) => Ok(Response::from_parts(parts, body.to_bytes())),
+            Err(e) => {
+                // Over TCP the connection would be cut after the head; in process the caller
+                // gets Spin's answer to a failed guest.
+                self.log(format_args!("response body failed: {e:?}"));
+                Ok(empty(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+        }
+    }
+
+    /// Routes one request and answers it, streaming both bodies: the response is returned as
+    /// soon as the guest returns it, before its body is written.
+    pub async fn respond(
+        &self,
+        mut req: Request<Body>,
+        client_addr: SocketAddr,
+    ) -> Result<Response<Body>> {
         strip_service_chaining_host(&mut req);
         let path = req.uri().path().to_string();
         if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
-            return Ok(match well_known {
+            let response = match well_known {
                 "health" => text(StatusCode::OK, "OK"),
                 "info" => self.info(),
                 _ => empty(StatusCode::NOT_FOUND),
-            });
+            };
+            return Ok(response.map(full));
         }
         let Some(route) = self.0.router.route(&path) else {
-            return Ok(empty(StatusCode::NOT_FOUND));
+            return Ok(empty(StatusCode::NOT_FOUND).map(full));
         };
         let Some(handler) = self.0.handlers.get(route.component()) else {
             bail!("unknown routing destination {:?}", route.component());
         };
         if let Err(e) = prepare_request(&mut req, &route, client_addr) {
             self.log(format_args!("error processing request: {e:?}"));
-            return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR));
+            return Ok(empty(StatusCode::INTERNAL_SERVER_ERROR).map(full));
         }
         match call_guest(handler, req).await {
             Ok(response) => Ok(response),
@@ -272,7 +315,7 @@ impl App {
                     "error processing request for {}: {e:?}",
                     route.component()
                 ));
-                Ok(empty(StatusCode::INTERNAL_SERVER_ERROR))
+                Ok(empty(StatusCode::INTERNAL_SERVER_ERROR).map(full))
             }
         }
     }
@@ -298,7 +341,8 @@ impl App {
         res
     }
 
-    /// Serves HTTP/1.1 on `listener` until the future is dropped.
+    /// Serves HTTP/1.1 on `listener` until the future is dropped. Like Spin 4.0.2, accepted
+    /// sockets keep Nagle's algorithm on.
     pub async fn serve(&self, listener: TcpListener) -> Result<()> {
         loop {
             let (stream, client_addr) = listener.accept().await.context("accept failed")?;
@@ -339,21 +383,15 @@ impl App {
         &self,
         req: Request<hyper::body::Incoming>,
         client_addr: SocketAddr,
-    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-        let (parts, body) = req.into_parts();
-        let response = match body.collect().await {
-            Ok(body) => {
-                let req = Request::from_parts(parts, body.to_bytes());
-                self.handle_from(req, client_addr)
-                    .await
-                    .unwrap_or_else(|e| {
-                        self.log(format_args!("{e:?}"));
-                        empty(StatusCode::INTERNAL_SERVER_ERROR)
-                    })
-            }
-            Err(_) => empty(StatusCode::BAD_REQUEST),
-        };
-        Ok(response.map(Full::new))
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        let req = req.map(|body| {
+            body.map_err(ErrorCode::from_hyper_request_error)
+                .boxed_unsync()
+        });
+        Ok(self.respond(req, client_addr).await.unwrap_or_else(|e| {
+            self.log(format_args!("{e:?}"));
+            empty(StatusCode::INTERNAL_SERVER_ERROR).map(full)
+        }))
     }
 }
 
@@ -370,7 +408,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Bytes> {
 }
 
 /// Spin drops a `Host` header naming a service-chaining host (`*.spin.internal`).
-fn strip_service_chaining_host(req: &mut Request<Bytes>) {
+fn strip_service_chaining_host<B>(req: &mut Request<B>) {
     let chaining = req
         .headers()
         .get(http::header::HOST)
@@ -388,8 +426,8 @@ fn strip_service_chaining_host(req: &mut Request<Bytes>) {
 /// Makes the URI absolute and adds the `spin-*` headers, as Spin's `set_req_uri` and
 /// `prepare_request` do. Spin takes the authority from `Host` or the URI (they must agree); an
 /// in-process request with neither is treated as addressed to `localhost`.
-fn prepare_request(
-    req: &mut Request<Bytes>,
+fn prepare_request<B>(
+    req: &mut Request<B>,
     route: &crate::router::RouteMatch<'_>,
     client_addr: SocketAddr,
 ) -> Result<()> {
@@ -450,15 +488,20 @@ fn prepare_request(
     Ok(())
 }
 
-/// Runs one request through the component's handler and buffers the response body.
+/// Runs one request through the component's handler and returns the guest's response as soon
+/// as the guest returns it, as Spin 4.0's WASI 0.3 executor does.
 ///
-/// The body is read inside the task so the instance is kept alive (and its event loop driven)
-/// until the guest has written all of it, even when the instance is not reused afterwards.
+/// The instance's task lasts until the response body has been dropped (read to its end, or
+/// abandoned with its connection): the guest writes the body from that instance's event loop,
+/// which runs only while the instance does. Work the guest goes on with after its body (a
+/// publish after the response) runs while the instance lives; wasmtime 44, which Spin 4.0.2
+/// embeds, offers no way to wait for a guest task's exit, so neither Spin 4.0.2 nor this host
+/// holds the instance for it once the body is done.
 async fn call_guest(
     handler: &ProxyHandler<ComponentHandler>,
-    req: Request<Bytes>,
-) -> Result<Response<Bytes>> {
-    type Outcome = Result<Response<Bytes>>;
+    req: Request<Body>,
+) -> Result<Response<Body>> {
+    type Outcome = Result<Response<Body>>;
     let (tx, rx) = oneshot::channel::<Outcome>();
     let req_id = handler.next_req_id();
     let single_use = handler.state().max_instance_reuse_count() == 1;
@@ -466,15 +509,10 @@ async fn call_guest(
         single_use.then_some(req_id),
         Box::new(move |store, proxy| {
             Box::pin(async move {
-                let outcome: Outcome = async {
+                let outcome: Result<(Response<Body>, oneshot::Receiver<()>)> = async {
                     let Proxy::P3(service) = proxy else {
                         bail!("only wasi:http@0.3 components are supported");
                     };
-                    let req = req.map(|body| {
-                        Full::new(body).map_err(|never: std::convert::Infallible| -> ErrorCode {
-                            match never {}
-                        })
-                    });
                     let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(req);
                     let response = match service.handle(store, request).await? {
                         Ok(response) => response,
@@ -482,19 +520,59 @@ async fn call_guest(
                     };
                     let response =
                         store.with(|mut store| response.into_http(&mut store, request_io))?;
-                    let (parts, body) = response.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map_err(|e: ErrorCode| anyhow::anyhow!("response body failed: {e:?}"))?
-                        .to_bytes();
-                    Ok(Response::from_parts(parts, body))
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let response = response.map(|body| {
+                        HeldBody {
+                            body,
+                            _done: done_tx,
+                        }
+                        .boxed_unsync()
+                    });
+                    Ok((response, done_rx))
                 }
                 .await;
-                let _ = tx.send(outcome);
+                match outcome {
+                    Ok((response, body_done)) => {
+                        if tx.send(Ok(response)).is_ok() {
+                            // Resolves (with an error) when the body is dropped.
+                            let _ = body_done.await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
             })
         }),
     );
     rx.await
         .context("the component instance failed before responding")?
+}
+
+/// A response body that tells its instance's task, by being dropped, that hyper is done with
+/// it. Frames, end of stream and size hint are the guest body's own, so hyper frames the
+/// response exactly as it would the guest's body.
+struct HeldBody {
+    body: Body,
+    _done: oneshot::Sender<()>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ErrorCode>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
