@@ -18,6 +18,7 @@
 
 use crate::host::{self, ComponentContext, HostState, IntoAnyhow as _};
 use crate::manifest::Manifest;
+use crate::outbound::OutboundClient;
 use crate::postgres::{PgContext, Pools};
 use crate::router::{RouteDisplay, Router};
 use crate::variables::Providers;
@@ -196,6 +197,7 @@ impl App {
                 .map(|(c, r)| (c.as_str(), r.as_str())),
         )?;
         let pools = Arc::new(Pools::default());
+        let outbound = OutboundClient::new();
         let linker = host::linker()?;
         let mut handlers = HashMap::new();
         let mut descriptions = HashMap::new();
@@ -219,6 +221,7 @@ impl App {
                 variables: Arc::new(config.variables.clone()),
                 environment: config.environment.clone(),
                 pg: PgContext::new(pools.clone(), allowed_hosts.clone()),
+                outbound: outbound.clone(),
                 allowed_hosts,
                 log_guest_output: log,
             };

@@ -8,6 +8,7 @@
 
 use crate::allowed_hosts::{AllowedHosts, OutboundUrl};
 use crate::bindings::spin::{postgres::postgres, variables::variables};
+use crate::outbound::OutboundClient;
 use crate::postgres::PgContext;
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
@@ -130,6 +131,8 @@ pub struct ComponentContext {
     pub allowed_hosts: Arc<AllowedHosts>,
     /// The app's Postgres pools.
     pub pg: PgContext,
+    /// The app's outbound HTTP client (one connection pool for all its components).
+    pub outbound: OutboundClient,
     /// Whether guest stdout/stderr and refused outbound requests are printed.
     pub log_guest_output: bool,
 }
@@ -147,6 +150,7 @@ impl ComponentContext {
             http: WasiHttpCtx::new(),
             outbound: OutboundHttp {
                 allowed_hosts: self.allowed_hosts.clone(),
+                client: self.outbound.clone(),
                 log: self.log_guest_output,
             },
             pg: self.pg.clone(),
@@ -197,10 +201,13 @@ impl wasmtime_wasi_http::p2::WasiHttpView for HostState {
 }
 
 /// Outbound HTTP: refused with `HTTP-request-denied` unless `allowed_outbound_hosts` admits the
-/// request's `scheme://host:port`, as Spin's outbound-http factor does; otherwise sent by
-/// wasmtime's default client, which applies the request options' timeouts.
+/// request's `scheme://host:port`, as Spin's outbound-http factor does; otherwise WASI 0.3
+/// requests over `http` go through the app's pooled client (`outbound.rs`), as on Spin 4.0.
+/// `https` requests and WASI 0.2 ones (which this app's components do not make) are sent by
+/// wasmtime's default client on a fresh connection.
 struct OutboundHttp {
     allowed_hosts: Arc<AllowedHosts>,
+    client: OutboundClient,
     /// Print refusals, as Spin warns about them on its terminal.
     log: bool,
 }
@@ -234,16 +241,23 @@ impl wasmtime_wasi_http::p3::WasiHttpHooks for OutboundHttp {
         dyn Future<Output = Result<(P3Response, P3Io), wasmtime_wasi::TrappableError<ErrorCode>>>
             + Send,
     > {
+        // Spin ignores the guest-side request body result too.
         drop(fut);
         let allowed = self.allows(request.uri());
+        let client = self.client.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             if !allowed {
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
-            let (response, io) =
-                wasmtime_wasi_http::p3::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as P3Io))
+            if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                let (response, io) =
+                    wasmtime_wasi_http::p3::default_send_request(request, options).await?;
+                return Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as P3Io));
+            }
+            let response = client.send(request, options).await?;
+            // As in Spin, connection errors reach the guest through the response body.
+            Ok((response, Box::new(async { Ok(()) }) as P3Io))
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod dapr;
 mod host;
 pub mod manifest;
 pub mod native_sql;
+mod outbound;
 mod postgres;
 pub mod router;
 pub mod variables;
