@@ -12,3 +12,4 @@ mod intake;
 mod outbox;
 mod reminders;
 mod tasks;
+mod wire;
