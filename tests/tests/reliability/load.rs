@@ -159,10 +159,11 @@ fn twenty_thousand_mixed_requests_at_concurrency_64_leave_exact_rows_and_events(
     runtime().block_on(async {
         // Events are published at least once; a second delivery happens when a publish is cut
         // short after the sidecar took it: when it outlasts its timeout (300 ms can pass on two
-        // loaded cores), or when the host retires the instance while the publish that follows
-        // a response is still running (the test host drops an instance after 128 requests or
-        // 1 s idle without waiting for that work, which Spin 4 does wait for). Exactly-once is
-        // checked with neither: a timeout no publish reaches, and instances kept for the run.
+        // loaded cores), or when the instance is retired while the publish that follows a
+        // response is still running (after 128 requests or 1 s idle, once the response bodies
+        // are done: Spin 4.0.2's wasmtime 44 cannot wait for a guest task's exit, and neither
+        // can the test host). Exactly-once is checked with neither: a timeout no publish
+        // reaches, and instances kept for the run.
         let reuse = ReuseConfig {
             max_reuse: usize::MAX,
             idle_timeout: std::time::Duration::from_secs(600),

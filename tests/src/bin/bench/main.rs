@@ -865,11 +865,11 @@ async fn main() -> Result<()> {
     tokio::spawn(connection);
     let dapr = Arc::new(DaprDouble::start().await);
     let vars = app_vars(&db_url, &dapr)?;
-    // Instances are kept for the whole run. Spin retires an instance (after 128 requests, or
-    // 1 s idle) only once the guest's work after its response has ended; the test host can cut
-    // that work off (BENCHMARKS.md), leaving a user's publishing lease held until it expires,
-    // so that user's later writes would skip publishing and look cheaper than they are.
-    // Instantiation is measured on its own below.
+    // Instances are kept for the whole run. Spin 4.0.2 (wasmtime 44) retires an instance after
+    // 128 requests, or 1 s idle, once the response bodies are done, without waiting for the
+    // guest's work after its response, and so does the test host: a publish cut off that way
+    // leaves a user's publishing lease held until it expires, so that user's later writes would
+    // skip publishing and look cheaper than they are. Instantiation is measured on its own.
     let reuse = ReuseConfig {
         max_reuse: usize::MAX,
         idle_timeout: Duration::from_secs(600),
