@@ -3,10 +3,17 @@
 //! Every sort is `(key, id)` so the order is total and stable; the cursor carries the last
 //! row's key and id, and the next page starts strictly after it. Each sort key has an index
 //! on `(user_id, key, id)` (migrations/0001), so a page costs the same at any depth.
+//!
+//! The key in the cursor must be the very value the database sorts on. For times and ranks
+//! the row's own value is. The title sort is on PostgreSQL's `lower(title)`, whose case rules
+//! are the database's (its locale) and not Rust's `to_lowercase` (they differ on final sigma,
+//! dotted capital I and more; with a mismatch a page can start before the row it continues
+//! from, and repeat it forever). So the title cursor carries the title itself, and the
+//! database lowers it with the same `lower()` it sorts by.
 
 use crate::error::ApiError;
 use crate::sql::{Builder, SqlValue, Statement};
-use crate::tasks::model::{Priority, Task, tag_keys};
+use crate::tasks::model::{Priority, Task, parse_title, tag_keys};
 use crate::tasks::store::TASK_COLUMNS;
 use crate::tasks::time::parse_utc;
 use crate::validation::{Errors, FieldError};
@@ -54,13 +61,14 @@ impl SortKey {
         }
     }
 
-    /// The key value of a task, as bound in the cursor comparison.
+    /// What the cursor keeps of a task: the value [`SortKey::expression`] gives for it, or
+    /// for the title, the title that `lower()` turns into that value (see the module docs).
     fn key_of(self, task: &Task) -> CursorKey {
         match self {
             Self::CreatedAt => CursorKey::Time(task.created_at),
             Self::DueAt => CursorKey::Time(task.due_at.unwrap_or_else(no_due_sort_key)),
             Self::Priority => CursorKey::Rank(task.priority.rank()),
-            Self::Title => CursorKey::Text(task.title.to_lowercase()),
+            Self::Title => CursorKey::Text(task.title.clone()),
         }
     }
 }
@@ -82,6 +90,7 @@ pub enum Status {
 enum CursorKey {
     Rank(i16),
     Time(DateTime<Utc>),
+    /// A title as stored, not lowered.
     Text(String),
 }
 
@@ -106,13 +115,16 @@ impl Cursor {
     fn decode(raw: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
-        // The key must be of the sort's type, or the comparison would not type-check.
-        let fits = matches!(
-            (cursor.sort, &cursor.key),
+        // The key must be of the sort's type, or the comparison would not type-check; a title
+        // must be one that could be stored (no NUL, which PostgreSQL's text cannot hold).
+        let fits = match (cursor.sort, &cursor.key) {
             (SortKey::CreatedAt | SortKey::DueAt, CursorKey::Time(_))
-                | (SortKey::Priority, CursorKey::Rank(_))
-                | (SortKey::Title, CursorKey::Text(_))
-        );
+            | (SortKey::Priority, CursorKey::Rank(_)) => true,
+            (SortKey::Title, CursorKey::Text(title)) => {
+                parse_title(title).is_ok_and(|stored| stored == *title)
+            }
+            _ => false,
+        };
         fits.then_some(cursor)
     }
 }
@@ -319,7 +331,11 @@ impl ListQuery {
             let key = match &cursor.key {
                 CursorKey::Rank(r) => sql.typed(SqlValue::Int16(*r), "int2"),
                 CursorKey::Time(t) => sql.typed(SqlValue::Timestamp(*t), "timestamptz"),
-                CursorKey::Text(s) => sql.typed(SqlValue::Text(s.clone()), "text"),
+                // Lowered by the database, exactly as the rows it is compared with.
+                CursorKey::Text(title) => {
+                    let p = sql.typed(SqlValue::Text(title.clone()), "text");
+                    format!("lower({p})")
+                }
             };
             let id = sql.typed(SqlValue::Uuid(cursor.id), "uuid");
             sql.push(&format!(" and ({expr}, id) {cmp} ({key}, {id})"));
@@ -434,6 +450,70 @@ mod tests {
             statement.sql
         );
         assert_eq!(statement.params.last(), Some(&SqlValue::Int64(11)));
+    }
+
+    fn titled(title: &str) -> Task {
+        let changes = crate::tasks::TaskChanges {
+            title: Some(title.into()),
+            ..crate::tasks::TaskChanges::default()
+        };
+        let user = crate::tasks::UserId::parse("alice").expect("valid");
+        Task::create(Uuid::now_v7(), &user, changes, DateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_title_cursor_is_lowered_by_the_database_as_the_rows_are() {
+        for sort in ["title", "-title"] {
+            let first = ListQuery::parse(&format!("sort={sort}&limit=1")).expect("valid");
+            let last = titled("ΤΕΛΟΣ");
+            let page = first.page(vec![last.clone(), titled("ΩΡΑ")]);
+            let cursor = page.next_cursor.expect("another page");
+            assert_eq!(
+                Cursor::decode(&cursor).map(|c| c.key),
+                Some(CursorKey::Text("ΤΕΛΟΣ".into())),
+                "the title as stored, not Rust's lower case of it"
+            );
+
+            let next =
+                ListQuery::parse(&format!("sort={sort}&limit=1&cursor={cursor}")).expect("valid");
+            let statement = next.statement("alice");
+            let cmp = if sort == "title" { ">" } else { "<" };
+            assert!(
+                statement.sql.contains(&format!(
+                    " and (lower(title), id) {cmp} (lower($2::text), $3::uuid) order by lower(title)"
+                )),
+                "{}",
+                statement.sql
+            );
+            assert_eq!(statement.params[1], SqlValue::Text("ΤΕΛΟΣ".into()));
+            assert_eq!(statement.params[2], SqlValue::Uuid(last.id));
+        }
+    }
+
+    #[test]
+    fn a_title_cursor_holds_a_title_that_could_be_stored() {
+        let cursor = |key: &str| {
+            Cursor {
+                sort: SortKey::Title,
+                descending: false,
+                key: CursorKey::Text(key.into()),
+                id: Uuid::nil(),
+            }
+            .encode()
+        };
+        for good in ["apple", "ΤΕΛΟΣ", "İstanbul", &"é".repeat(200)] {
+            assert_eq!(
+                status_of(&format!("sort=title&cursor={}", cursor(good))),
+                200
+            );
+        }
+        for bad in ["", " ", "a\u{0}b", "a\nb", " padded ", &"x".repeat(201)] {
+            assert_eq!(
+                status_of(&format!("sort=title&cursor={}", cursor(bad))),
+                400,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
