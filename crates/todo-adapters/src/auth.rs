@@ -32,6 +32,7 @@ impl Verifier {
             secret: &secret,
             audience: &audience,
             issuer: &issuer,
+            ..AuthVars::default()
         })
         .map_err(refuse)?;
         Ok(Self { config })

@@ -1,12 +1,24 @@
 //! Bearer-token authentication: JWTs signed with HS256 and the secret shared with the auth
-//! provider.
+//! provider, or with an asymmetric key (RS256, ES256, EdDSA, ...) of the identity provider's
+//! JWKS ([`jwks`]).
 //!
-//! DESIGN.md section 1: no or invalid token -> 401, a token for another user -> 403. Besides the
-//! signature, a token must carry `exp` and `sub`, is refused before its `nbf`, and must name the
-//! configured audience (`aud`) and issuer (`iss`) when those are set (RFC 7519 section 4.1).
+//! DESIGN.md section 1: no or invalid token -> 401, a token for another user -> 403. The
+//! token's `alg` must be one the deployment accepts (`jwt_algorithms`); HS256 is verified with
+//! `jwt_secret` only, every other algorithm with a JWKS key of the matching type, so a forged
+//! `alg` (`none`, or HS256 "signed" with a public key) never verifies. Besides the signature, a
+//! token must carry `exp` and `sub`, is refused before its `nbf`, and must name the configured
+//! audience (`aud`) and issuer (`iss`) when those are set (RFC 7519 section 4.1).
+//!
+//! Verifying takes two steps so that the component can fetch a JWKS in between:
+//! [`AuthConfig::bearer`] reads the header, [`AuthConfig::verify`] checks the rest.
+
+pub mod jwks;
 
 use crate::error::ApiError;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use jwks::{Jwks, KeyMiss};
 use serde::Deserialize;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
@@ -61,6 +73,44 @@ pub struct AuthVars<'a> {
     pub audience: &'a str,
     /// `jwt_issuer`: comma-separated accepted `iss` values; empty means `iss` is not checked.
     pub issuer: &'a str,
+    /// `jwt_algorithms`: comma-separated accepted `alg` values; empty means derived from the
+    /// keys configured (see [`AuthConfig::new`]).
+    pub algorithms: &'a str,
+    /// `jwt_jwks`: the identity provider's JWKS itself, as JSON.
+    pub jwks: &'a str,
+    /// `jwt_jwks_url`: where to fetch the identity provider's JWKS.
+    pub jwks_url: &'a str,
+    /// `jwt_jwks_origin`: the `scheme://host[:port]` of `jwt_jwks_url`, as spin.toml allows it
+    /// in `allowed_outbound_hosts`.
+    pub jwks_origin: &'a str,
+}
+
+/// The algorithms a deployment may accept. HMAC is HS256 alone, with `jwt_secret`; the others
+/// verify against a JWKS. `none` never is.
+pub const SUPPORTED_ALGORITHMS: [Algorithm; 10] = [
+    Algorithm::HS256,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// What a JWKS is trusted for when `jwt_algorithms` is empty: what identity providers sign
+/// with (RS256 by most, ES256 and EdDSA by Better Auth and others).
+pub const JWKS_DEFAULT_ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// Where the public keys come from.
+#[derive(Debug)]
+enum KeySource {
+    None,
+    Inline(Jwks),
+    Url(String),
 }
 
 /// Authentication settings, read from Spin variables by the component.
@@ -68,8 +118,10 @@ pub struct AuthConfig {
     /// `false` only when the `auth_enabled` variable says so, for local demos.
     pub enabled: bool,
     secret: Vec<u8>,
+    algorithms: Vec<Algorithm>,
     audience: Vec<String>,
     issuer: Vec<String>,
+    keys: KeySource,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -77,8 +129,10 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("enabled", &self.enabled)
+            .field("algorithms", &self.algorithms)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +140,34 @@ impl std::fmt::Debug for AuthConfig {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+}
+
+/// A bearer token whose header has been read, not yet verified.
+#[derive(Debug)]
+pub struct Bearer<'a> {
+    token: &'a str,
+    /// The header's `alg`, one the deployment accepts.
+    pub alg: Algorithm,
+    /// The header's `kid`, naming the JWKS key that signed it.
+    pub kid: Option<String>,
+}
+
+/// Why a token was not verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No JWKS key fits the token's `kid` and `alg`. A fresher copy of a fetched JWKS might
+    /// have it (keys rotate); the 401 stands otherwise.
+    UnknownKey(ApiError),
+    /// Anything else: the 401 (or, for a missing JWKS, 500) stands.
+    Refused(ApiError),
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownKey(error) | Refusal::Refused(error) => error,
+        }
+    }
 }
 
 /// The non-empty, trimmed items of a comma-separated setting.
@@ -98,37 +180,207 @@ fn list(value: &str) -> Vec<String> {
         .collect()
 }
 
+fn names(algorithms: &[Algorithm]) -> String {
+    let names: Vec<String> = algorithms.iter().map(|alg| format!("{alg:?}")).collect();
+    names.join(", ")
+}
+
+fn config_error(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: reason.into(),
+    }
+}
+
 impl AuthConfig {
+    /// Reads and checks the auth variables.
+    ///
     /// Auth is on unless `enabled` is literally `false` (case-insensitive): a typo must not
-    /// open the API. With auth on, the HS256 secret must be safe ([`unsafe_secret`]).
+    /// open the API. With auth on:
+    /// - keys come from `jwt_secret` (HS256) and from one of `jwt_jwks` (inline) or
+    ///   `jwt_jwks_url` (fetched; it must lie under `jwt_jwks_origin`);
+    /// - the accepted algorithms are `jwt_algorithms`, or by default HS256 when `jwt_secret` is
+    ///   set plus [`JWKS_DEFAULT_ALGORITHMS`] when a JWKS is; each needs its key;
+    /// - when HS256 is accepted, the secret must be safe ([`unsafe_secret`]).
     pub fn new(vars: &AuthVars<'_>) -> Result<Self, ConfigError> {
         let enabled = !vars.enabled.trim().eq_ignore_ascii_case("false");
-        if enabled && let Some(reason) = unsafe_secret(vars.secret) {
-            return Err(ConfigError {
-                variable: "jwt_secret",
-                reason,
-            });
-        }
-        Ok(Self {
+        let mut config = Self {
             enabled,
-            secret: vars.secret.as_bytes().to_vec(),
+            secret: Vec::new(),
+            algorithms: Vec::new(),
             audience: list(vars.audience),
             issuer: list(vars.issuer),
-        })
+            keys: KeySource::None,
+        };
+        if !enabled {
+            return Ok(config);
+        }
+        config.keys = match (vars.jwks.trim(), vars.jwks_url.trim()) {
+            ("", "") => KeySource::None,
+            (json, "") => KeySource::Inline(
+                Jwks::parse(json.as_bytes()).map_err(|e| config_error("jwt_jwks", e.0))?,
+            ),
+            ("", url) => {
+                check_jwks_url(url, vars.jwks_origin.trim())?;
+                KeySource::Url(url.to_owned())
+            }
+            _ => {
+                return Err(config_error(
+                    "jwt_jwks",
+                    "set either jwt_jwks or jwt_jwks_url, not both",
+                ));
+            }
+        };
+        let has_jwks = !matches!(config.keys, KeySource::None);
+        config.algorithms = if vars.algorithms.trim().is_empty() {
+            let mut derived = Vec::new();
+            if !vars.secret.is_empty() {
+                derived.push(Algorithm::HS256);
+            }
+            if has_jwks {
+                derived.extend(JWKS_DEFAULT_ALGORITHMS);
+            }
+            if derived.is_empty() {
+                return Err(config_error(
+                    "jwt_secret",
+                    "no key verifies tokens: set jwt_secret, jwt_jwks or jwt_jwks_url",
+                ));
+            }
+            derived
+        } else {
+            parse_algorithms(vars.algorithms)?
+        };
+        for alg in &config.algorithms {
+            if *alg == Algorithm::HS256 && vars.secret.is_empty() {
+                return Err(config_error(
+                    "jwt_algorithms",
+                    "it lists HS256 but jwt_secret is empty",
+                ));
+            }
+            if *alg != Algorithm::HS256 && !has_jwks {
+                return Err(config_error(
+                    "jwt_algorithms",
+                    format!("it lists {alg:?}, which needs jwt_jwks or jwt_jwks_url"),
+                ));
+            }
+        }
+        if config.algorithms.contains(&Algorithm::HS256) {
+            if let Some(reason) = unsafe_secret(vars.secret) {
+                return Err(config_error("jwt_secret", reason));
+            }
+            config.secret = vars.secret.as_bytes().to_vec();
+        }
+        Ok(config)
     }
 
-    /// Checks the `Authorization` header against the user the path names.
+    /// The accepted algorithms.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// Checks the `Authorization` header against the user the path names, for configurations
+    /// that need no fetch (HS256, inline JWKS); see [`AuthConfig::verify`] for the others.
     pub fn authorize(&self, authorization: Option<&str>, user_id: &str) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
         let subject = self.subject(authorization)?;
-        if subject != user_id {
-            return Err(ApiError::Forbidden {
-                detail: "the token does not belong to this user".to_owned(),
-            });
+        check_subject(&subject, user_id)
+    }
+
+    /// The verified subject of a bearer token, for configurations that need no fetch.
+    pub fn subject(&self, authorization: Option<&str>) -> Result<String, ApiError> {
+        let bearer = self.bearer(authorization)?;
+        Ok(self.verify(&bearer, None)?)
+    }
+
+    /// Reads the bearer token's header: 401 unless it is a JWS whose `alg` is accepted.
+    pub fn bearer<'a>(&self, authorization: Option<&'a str>) -> Result<Bearer<'a>, ApiError> {
+        let header =
+            authorization.ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        let malformed = || ApiError::unauthorized("the token is malformed");
+        let (encoded, _) = token.split_once('.').ok_or_else(malformed)?;
+        let json = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+        let header: serde_json::Value = serde_json::from_slice(&json).map_err(|_| malformed())?;
+        let name = header
+            .get("alg")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(malformed)?;
+        let alg = name
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| self.algorithms.contains(alg))
+            .ok_or_else(|| {
+                ApiError::unauthorized(format!(
+                    "the token's algorithm {name:?} is not accepted; this API accepts {}",
+                    names(&self.algorithms)
+                ))
+            })?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err(malformed()),
+        };
+        Ok(Bearer { token, alg, kid })
+    }
+
+    /// The JWKS URL to fetch before `bearer` can be verified, if any.
+    pub fn jwks_url_for(&self, bearer: &Bearer<'_>) -> Option<&str> {
+        match &self.keys {
+            KeySource::Url(url) if bearer.alg != Algorithm::HS256 => Some(url),
+            _ => None,
         }
-        Ok(())
+    }
+
+    /// Verifies the signature and the claims of `bearer` and returns its subject. HS256 uses
+    /// `jwt_secret`; the other algorithms the inline JWKS, or `fetched` for a JWKS URL.
+    pub fn verify(&self, bearer: &Bearer<'_>, fetched: Option<&Jwks>) -> Result<String, Refusal> {
+        let secret;
+        let key = if bearer.alg == Algorithm::HS256 {
+            if self.secret.is_empty() {
+                // Unreachable through `new`, and a missing secret must never make every
+                // signature valid.
+                return Err(Refusal::Refused(ApiError::unauthorized(
+                    "token verification is not configured",
+                )));
+            }
+            secret = DecodingKey::from_secret(&self.secret);
+            &secret
+        } else {
+            let jwks = match (&self.keys, fetched) {
+                (KeySource::Inline(jwks), _) | (KeySource::Url(_), Some(jwks)) => jwks,
+                _ => {
+                    return Err(Refusal::Refused(ApiError::internal(
+                        "verifying a token with a JWKS that was not given",
+                    )));
+                }
+            };
+            jwks.select(bearer.kid.as_deref(), bearer.alg)
+                .map_err(|miss| match miss {
+                    KeyMiss::Unknown => Refusal::UnknownKey(ApiError::unauthorized(match &bearer.kid {
+                        Some(kid) => format!(
+                            "no signing key of the identity provider has the token's kid {kid:?} and fits {:?}",
+                            bearer.alg
+                        ),
+                        None => format!(
+                            "no signing key of the identity provider fits {:?}",
+                            bearer.alg
+                        ),
+                    })),
+                    KeyMiss::Ambiguous => Refusal::Refused(ApiError::unauthorized(
+                        "the token names no kid and several signing keys could have signed it",
+                    )),
+                })?
+        };
+        decode::<Claims>(bearer.token, key, &self.validation(bearer.alg))
+            .map(|data| data.claims.sub)
+            .map_err(|error| Refusal::Refused(ApiError::unauthorized(rejection(&error))))
     }
 
     /// The claim checks for a token signed with `alg`: `exp` and `sub` required, `nbf`
@@ -153,28 +405,92 @@ impl AuthConfig {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
 
-    /// The verified subject of a bearer token.
-    pub fn subject(&self, authorization: Option<&str>) -> Result<String, ApiError> {
-        let header =
-            authorization.ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        if self.secret.is_empty() {
-            // A missing secret must never make every signature valid.
-            return Err(ApiError::unauthorized(
-                "token verification is not configured",
-            ));
-        }
-        let validation = self.validation(Algorithm::HS256);
-        let data = decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &validation)
-            .map_err(|error| ApiError::unauthorized(rejection(&error)))?;
-        Ok(data.claims.sub)
+/// 403 unless the verified `subject` is the user the path names.
+pub fn check_subject(subject: &str, user_id: &str) -> Result<(), ApiError> {
+    if subject != user_id {
+        return Err(ApiError::Forbidden {
+            detail: "the token does not belong to this user".to_owned(),
+        });
     }
+    Ok(())
+}
+
+fn parse_algorithms(value: &str) -> Result<Vec<Algorithm>, ConfigError> {
+    let mut algorithms = Vec::new();
+    for name in list(value) {
+        let alg = name
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| SUPPORTED_ALGORITHMS.contains(alg))
+            .ok_or_else(|| {
+                config_error(
+                    "jwt_algorithms",
+                    format!("{name:?} is not one of {}", names(&SUPPORTED_ALGORITHMS)),
+                )
+            })?;
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    Ok(algorithms)
+}
+
+/// The scheme, host and port of an absolute `http(s)` URL (the scheme's port when none is
+/// written), lower-cased; `None` for anything else, or for a URL with user info.
+fn origin_of(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse().ok()?),
+        _ => (authority, default_port),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// `url` must be an absolute http(s) URL under `origin`, the `allowed_outbound_hosts` entry
+/// spin.toml makes of `jwt_jwks_origin`: otherwise Spin refuses the fetch on every request.
+/// An origin with a wildcard is left to Spin.
+fn check_jwks_url(url: &str, origin: &str) -> Result<(), ConfigError> {
+    let (scheme, host, port) = origin_of(url).ok_or_else(|| {
+        config_error(
+            "jwt_jwks_url",
+            "it must be an absolute http:// or https:// URL without user info",
+        )
+    })?;
+    if origin.contains('*') {
+        return Ok(());
+    }
+    let expected = match port {
+        80 if scheme == "http" => format!("{scheme}://{host}"),
+        443 if scheme == "https" => format!("{scheme}://{host}"),
+        _ => format!("{scheme}://{host}:{port}"),
+    };
+    let origin_path_free = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.trim_end_matches('/').find(['/', '?', '#']).is_none());
+    if !origin_path_free || origin_of(origin) != Some((scheme, host, port)) {
+        return Err(config_error(
+            "jwt_jwks_origin",
+            format!(
+                "it must be {expected}, the origin of jwt_jwks_url, for Spin to allow the fetch"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Why jsonwebtoken refused a token, in words a client can act on.
@@ -184,7 +500,7 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
         ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
         ErrorKind::InvalidSignature => "the token signature is invalid".to_owned(),
-        ErrorKind::InvalidAlgorithm => "the token must be signed with HS256".to_owned(),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not fit its key".to_owned(),
         ErrorKind::InvalidAudience => "the token is not meant for this API (aud)".to_owned(),
         ErrorKind::InvalidIssuer => "the token comes from an unexpected issuer (iss)".to_owned(),
         ErrorKind::MissingRequiredClaim(claim) => format!("the token lacks the {claim} claim"),
@@ -467,6 +783,549 @@ mod tests {
             });
             assert!(off.is_ok_and(|auth| !auth.enabled), "{secret:?}");
         }
+    }
+
+    /// Key pairs generated per test binary (RSA once: it takes a while), with their public JWK.
+    mod keys {
+        use jsonwebtoken::jwk::Jwk;
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        use rand::rngs::OsRng;
+        use serde_json::{Value, json};
+        use std::sync::OnceLock;
+
+        pub struct TestKey {
+            pub alg: Algorithm,
+            pub encoding: EncodingKey,
+            pub jwk: Value,
+        }
+
+        fn rsa_der(which: usize) -> &'static [u8] {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            static KEYS: [OnceLock<Vec<u8>>; 2] = [OnceLock::new(), OnceLock::new()];
+            KEYS[which].get_or_init(|| {
+                let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("an RSA key");
+                key.to_pkcs1_der().expect("DER").as_bytes().to_vec()
+            })
+        }
+
+        /// A key for `alg`; `which` (0 or 1) picks one of two RSA keys, EC and Ed keys are
+        /// fresh every time.
+        pub fn generate(alg: Algorithm, kid: &str, which: usize) -> TestKey {
+            let encoding = match alg {
+                Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_der(rsa_der(which)),
+                Algorithm::ES256 => {
+                    use p256::pkcs8::EncodePrivateKey;
+                    let key = p256::SecretKey::random(&mut OsRng);
+                    EncodingKey::from_ec_der(key.to_pkcs8_der().expect("DER").as_bytes())
+                }
+                Algorithm::EdDSA => {
+                    use base64::Engine as _;
+                    use ed25519_dalek::pkcs8::EncodePrivateKey;
+                    let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+                    // jsonwebtoken derives the public JWK only from 48-byte (v1) PKCS#8 keys;
+                    // dalek writes v2, so the JWK is written out here.
+                    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(key.verifying_key().as_bytes());
+                    let encoding =
+                        EncodingKey::from_ed_der(key.to_pkcs8_der().expect("DER").as_bytes());
+                    let jwk =
+                        json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid, "x": x});
+                    return TestKey { alg, encoding, jwk };
+                }
+                other => panic!("no test key for {other:?}"),
+            };
+            let mut jwk =
+                serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).expect("a JWK"))
+                    .expect("JSON");
+            jwk["kid"] = json!(kid);
+            TestKey { alg, encoding, jwk }
+        }
+    }
+
+    fn signed_by(key: &keys::TestKey, kid: Option<&str>, claims: &Value) -> String {
+        let header = Header {
+            kid: kid.map(str::to_owned),
+            ..Header::new(key.alg)
+        };
+        encode(&header, claims, &key.encoding).expect("sign")
+    }
+
+    fn alice_claims() -> Value {
+        json!({ "sub": "alice", "exp": now() + 600 })
+    }
+
+    fn jwks_of(keys: &[&keys::TestKey]) -> String {
+        json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }).to_string()
+    }
+
+    fn with_jwks(jwks: &str, secret: &str, algorithms: &str) -> AuthConfig {
+        AuthConfig::new(&AuthVars {
+            enabled: "true",
+            secret,
+            algorithms,
+            jwks,
+            ..AuthVars::default()
+        })
+        .expect("a valid configuration")
+    }
+
+    /// The outcome of verifying `token` (the header read, then the signature and claims).
+    fn outcome(auth: &AuthConfig, token: &str) -> Result<String, Refusal> {
+        let header = bearer(token);
+        let bearer = auth.bearer(Some(&header)).map_err(Refusal::Refused)?;
+        auth.verify(&bearer, None)
+    }
+
+    fn refused(detail: &str) -> Result<String, Refusal> {
+        Err(Refusal::Refused(ApiError::unauthorized(detail)))
+    }
+
+    #[test]
+    fn rs256_es256_and_eddsa_tokens_verify_against_the_jwks() {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::EdDSA,
+        ] {
+            let key = keys::generate(alg, "k1", 0);
+            let algorithms = if alg == Algorithm::PS256 { "PS256" } else { "" };
+            let auth = with_jwks(&jwks_of(&[&key]), "", algorithms);
+            let token = signed_by(&key, Some("k1"), &alice_claims());
+            assert_eq!(outcome(&auth, &token), Ok("alice".to_owned()), "{alg:?}");
+            assert_eq!(
+                auth.authorize(Some(&bearer(&token)), "alice"),
+                Ok(()),
+                "{alg:?}"
+            );
+            // Without a kid, the only key of the type is used.
+            let token = signed_by(&key, None, &alice_claims());
+            assert_eq!(outcome(&auth, &token), Ok("alice".to_owned()), "{alg:?}");
+            // The claims are checked as for HS256.
+            let token = signed_by(
+                &key,
+                Some("k1"),
+                &json!({ "sub": "alice", "exp": now() - 600 }),
+            );
+            assert_eq!(
+                outcome(&auth, &token),
+                refused("the token has expired"),
+                "{alg:?}"
+            );
+            let token = signed_by(
+                &key,
+                Some("k1"),
+                &json!({ "sub": "bob", "exp": now() + 600 }),
+            );
+            assert_eq!(
+                auth.authorize(Some(&bearer(&token)), "alice")
+                    .map_err(|e| e.status()),
+                Err(403)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_kid_is_a_miss_a_fresher_jwks_may_resolve() {
+        let key = keys::generate(Algorithm::ES256, "current", 0);
+        let auth = with_jwks(&jwks_of(&[&key]), "", "");
+        let token = signed_by(&key, Some("next"), &alice_claims());
+        assert_eq!(
+            outcome(&auth, &token),
+            Err(Refusal::UnknownKey(ApiError::unauthorized(
+                "no signing key of the identity provider has the token's kid \"next\" and fits ES256"
+            )))
+        );
+        assert_eq!(
+            auth.authorize(Some(&bearer(&token)), "alice")
+                .map_err(|e| e.status()),
+            Err(401)
+        );
+    }
+
+    #[test]
+    fn a_token_signed_by_another_key_under_a_published_kid_is_refused() {
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let published = keys::generate(alg, "k1", 0);
+            let other = keys::generate(alg, "k1", 1);
+            let auth = with_jwks(&jwks_of(&[&published]), "", "");
+            let token = signed_by(&other, Some("k1"), &alice_claims());
+            assert_eq!(
+                outcome(&auth, &token),
+                refused("the token signature is invalid"),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_alg_never_verifies() {
+        let key = keys::generate(Algorithm::RS256, "rsa", 0);
+        let jwks = jwks_of(&[&key]);
+        let with_hs256 = with_jwks(&jwks, SECRET, "");
+        let without_hs256 = with_jwks(&jwks, "", "");
+        assert_eq!(
+            with_hs256.algorithms(),
+            [
+                Algorithm::HS256,
+                Algorithm::RS256,
+                Algorithm::ES256,
+                Algorithm::EdDSA
+            ]
+        );
+        assert_eq!(without_hs256.algorithms(), JWKS_DEFAULT_ALGORITHMS);
+
+        // HS256 "signed" with what is public: the JWK's modulus, the JWKS document.
+        let n = URL_SAFE_NO_PAD
+            .decode(key.jwk["n"].as_str().expect("n"))
+            .expect("base64url");
+        for public in [n, jwks.clone().into_bytes()] {
+            let header = Header {
+                kid: Some("rsa".to_owned()),
+                ..Header::new(Algorithm::HS256)
+            };
+            let forged =
+                encode(&header, &alice_claims(), &EncodingKey::from_secret(&public)).expect("sign");
+            assert_eq!(
+                outcome(&with_hs256, &forged),
+                refused("the token signature is invalid")
+            );
+            assert_eq!(
+                outcome(&without_hs256, &forged),
+                refused(
+                    "the token's algorithm \"HS256\" is not accepted; this API accepts RS256, ES256, EdDSA"
+                )
+            );
+        }
+
+        // alg none, unsigned.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(alice_claims().to_string())
+        );
+        assert_eq!(
+            outcome(&with_hs256, &none),
+            refused(
+                "the token's algorithm \"none\" is not accepted; this API accepts HS256, RS256, ES256, EdDSA"
+            )
+        );
+
+        // A header claiming RS256 over an HMAC signature.
+        let hmac = token("alice", 600, SECRET, Algorithm::HS256);
+        let (_, rest) = hmac.split_once('.').expect("a JWT");
+        let relabelled = format!(
+            "{}.{rest}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"rsa"}"#)
+        );
+        assert_eq!(
+            outcome(&with_hs256, &relabelled),
+            refused("the token signature is invalid")
+        );
+    }
+
+    #[test]
+    fn an_algorithm_outside_jwt_algorithms_is_refused_even_with_a_fitting_key() {
+        let es = keys::generate(Algorithm::ES256, "ec", 0);
+        let ed = keys::generate(Algorithm::EdDSA, "ed", 0);
+        let auth = with_jwks(&jwks_of(&[&es, &ed]), SECRET, "EdDSA");
+        assert_eq!(
+            outcome(&auth, &signed_by(&es, Some("ec"), &alice_claims())),
+            refused("the token's algorithm \"ES256\" is not accepted; this API accepts EdDSA")
+        );
+        assert_eq!(
+            outcome(&auth, &token("alice", 600, SECRET, Algorithm::HS256)),
+            refused("the token's algorithm \"HS256\" is not accepted; this API accepts EdDSA")
+        );
+        assert_eq!(
+            outcome(&auth, &signed_by(&ed, Some("ed"), &alice_claims())),
+            Ok("alice".to_owned())
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_401() {
+        let auth = hs256(AuthVars::default());
+        let b64 = |text: &str| URL_SAFE_NO_PAD.encode(text);
+        for token in [
+            "no-dots".to_owned(),
+            "!!!.e30.sig".to_owned(),
+            format!("{}.e30.sig", b64("not json")),
+            format!("{}.e30.sig", b64(r#"{"typ":"JWT"}"#)),
+            format!("{}.e30.sig", b64(r#"{"alg":7}"#)),
+            format!("{}.e30.sig", b64(r#"{"alg":"HS256","kid":7}"#)),
+        ] {
+            assert_eq!(
+                auth.bearer(Some(&bearer(&token))).map(|_| ()),
+                Err(ApiError::unauthorized("the token is malformed")),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_configuration_must_be_complete_and_consistent() {
+        let jwks = jwks_of(&[&keys::generate(Algorithm::EdDSA, "ed", 0)]);
+        let url = "https://auth.example.com/api/auth/jwks";
+        let origin = "https://auth.example.com";
+        let base = AuthVars {
+            enabled: "true",
+            ..AuthVars::default()
+        };
+        let cases = [
+            (
+                "nothing",
+                AuthVars { ..base },
+                "jwt_secret",
+                "no key verifies tokens",
+            ),
+            (
+                "both jwks",
+                AuthVars {
+                    jwks: &jwks,
+                    jwks_url: url,
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks",
+                "set either",
+            ),
+            (
+                "bad jwks",
+                AuthVars {
+                    jwks: "{\"keys\": 3}",
+                    ..base
+                },
+                "jwt_jwks",
+                "\"keys\" is not an array",
+            ),
+            (
+                "hs256 without secret",
+                AuthVars {
+                    jwks: &jwks,
+                    algorithms: "HS256, EdDSA",
+                    ..base
+                },
+                "jwt_algorithms",
+                "it lists HS256 but jwt_secret is empty",
+            ),
+            (
+                "rs256 without jwks",
+                AuthVars {
+                    secret: SECRET,
+                    algorithms: "RS256",
+                    ..base
+                },
+                "jwt_algorithms",
+                "it lists RS256, which needs",
+            ),
+            (
+                "none",
+                AuthVars {
+                    secret: SECRET,
+                    algorithms: "HS256,none",
+                    ..base
+                },
+                "jwt_algorithms",
+                "\"none\" is not one of HS256, RS256",
+            ),
+            (
+                "hs512",
+                AuthVars {
+                    secret: SECRET,
+                    algorithms: "HS512",
+                    ..base
+                },
+                "jwt_algorithms",
+                "\"HS512\" is not one of",
+            ),
+            (
+                "weak secret beside a jwks",
+                AuthVars {
+                    secret: "CHANGE-ME",
+                    jwks: &jwks,
+                    ..base
+                },
+                "jwt_secret",
+                "it contains the placeholder",
+            ),
+            (
+                "relative url",
+                AuthVars {
+                    jwks_url: "/jwks.json",
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks_url",
+                "it must be an absolute",
+            ),
+            (
+                "ftp url",
+                AuthVars {
+                    jwks_url: "ftp://auth.example.com/jwks",
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks_url",
+                "it must be an absolute",
+            ),
+            (
+                "user info",
+                AuthVars {
+                    jwks_url: "https://u:p@auth.example.com/jwks",
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks_url",
+                "it must be an absolute",
+            ),
+            (
+                "default origin",
+                AuthVars {
+                    jwks_url: url,
+                    jwks_origin: "https://jwks.invalid",
+                    ..base
+                },
+                "jwt_jwks_origin",
+                "it must be https://auth.example.com, the origin",
+            ),
+            (
+                "other port",
+                AuthVars {
+                    jwks_url: "https://auth.example.com:8443/jwks",
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks_origin",
+                "it must be https://auth.example.com:8443,",
+            ),
+            (
+                "other scheme",
+                AuthVars {
+                    jwks_url: "http://auth.example.com/jwks",
+                    jwks_origin: origin,
+                    ..base
+                },
+                "jwt_jwks_origin",
+                "it must be http://auth.example.com,",
+            ),
+            (
+                "origin with a path",
+                AuthVars {
+                    jwks_url: url,
+                    jwks_origin: "https://auth.example.com/api",
+                    ..base
+                },
+                "jwt_jwks_origin",
+                "it must be https://auth.example.com,",
+            ),
+        ];
+        for (name, vars, variable, reason) in cases {
+            let error = AuthConfig::new(&vars).expect_err(name);
+            assert_eq!(error.variable, variable, "{name}: {error}");
+            assert!(error.reason.starts_with(reason), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn accepted_algorithms_default_to_what_is_configured() {
+        let jwks = jwks_of(&[&keys::generate(Algorithm::EdDSA, "ed", 0)]);
+        let url = "http://127.0.0.1:8080/jwks.json";
+        let base = AuthVars {
+            enabled: "true",
+            ..AuthVars::default()
+        };
+        let cases = [
+            (
+                AuthVars {
+                    secret: SECRET,
+                    ..base
+                },
+                vec![Algorithm::HS256],
+            ),
+            (
+                AuthVars {
+                    jwks: &jwks,
+                    ..base
+                },
+                JWKS_DEFAULT_ALGORITHMS.to_vec(),
+            ),
+            (
+                AuthVars {
+                    jwks_url: url,
+                    jwks_origin: "http://127.0.0.1:8080",
+                    ..base
+                },
+                JWKS_DEFAULT_ALGORITHMS.to_vec(),
+            ),
+            (
+                AuthVars {
+                    secret: SECRET,
+                    jwks_url: url,
+                    jwks_origin: "http://127.0.0.1:8080/",
+                    ..base
+                },
+                vec![
+                    Algorithm::HS256,
+                    Algorithm::RS256,
+                    Algorithm::ES256,
+                    Algorithm::EdDSA,
+                ],
+            ),
+            (
+                AuthVars {
+                    secret: SECRET,
+                    jwks: &jwks,
+                    algorithms: " PS256 ,ES384,PS256",
+                    ..base
+                },
+                vec![Algorithm::PS256, Algorithm::ES384],
+            ),
+            (
+                AuthVars {
+                    jwks_url: "https://tenant.idp.example/.well-known/jwks.json",
+                    jwks_origin: "https://*.idp.example",
+                    ..base
+                },
+                JWKS_DEFAULT_ALGORITHMS.to_vec(),
+            ),
+        ];
+        for (vars, expected) in cases {
+            let auth = AuthConfig::new(&vars).expect("valid");
+            assert_eq!(auth.algorithms(), expected, "{auth:?}");
+        }
+    }
+
+    #[test]
+    fn only_tokens_needing_a_fetched_jwks_ask_for_the_url() {
+        let url = "http://127.0.0.1:8080/jwks.json";
+        let auth = AuthConfig::new(&AuthVars {
+            enabled: "true",
+            secret: SECRET,
+            jwks_url: url,
+            jwks_origin: "http://127.0.0.1:8080",
+            ..AuthVars::default()
+        })
+        .expect("valid");
+        let key = keys::generate(Algorithm::EdDSA, "ed", 0);
+        let asymmetric = bearer(&signed_by(&key, Some("ed"), &alice_claims()));
+        let symmetric = bearer(&token("alice", 600, SECRET, Algorithm::HS256));
+        let asymmetric = auth.bearer(Some(&asymmetric)).expect("accepted alg");
+        let symmetric = auth.bearer(Some(&symmetric)).expect("accepted alg");
+        assert_eq!(auth.jwks_url_for(&asymmetric), Some(url));
+        assert_eq!(auth.jwks_url_for(&symmetric), None);
+        assert_eq!(auth.verify(&symmetric, None), Ok("alice".to_owned()));
+        let fetched = jwks::Jwks::parse(jwks_of(&[&key]).as_bytes()).expect("a set");
+        assert_eq!(
+            auth.verify(&asymmetric, Some(&fetched)),
+            Ok("alice".to_owned())
+        );
+        // Without the fetched set, verification cannot happen: an internal error, not a 401.
+        assert_eq!(
+            auth.verify(&asymmetric, None)
+                .map_err(|r| ApiError::from(r).status()),
+            Err(500)
+        );
     }
 
     #[test]
