@@ -42,6 +42,10 @@ pub enum ApiError {
     /// A dependency (PostgreSQL) is unreachable: retrying later may succeed.
     #[error("service unavailable: {detail}")]
     Unavailable { detail: String },
+    /// The bearer token cannot be verified right now (the identity provider's JWKS cannot be
+    /// fetched): retrying after `retry_after` seconds may succeed. The detail is sent.
+    #[error("token verification unavailable: {detail}")]
+    VerificationUnavailable { detail: String, retry_after: u32 },
     /// A bug or an unexpected state. The detail is logged, never sent.
     #[error("internal error: {detail}")]
     Internal { detail: String },
@@ -105,7 +109,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType { .. } => 415,
             Self::Unprocessable { .. } => 422,
-            Self::Unavailable { .. } => 503,
+            Self::Unavailable { .. } | Self::VerificationUnavailable { .. } => 503,
             Self::Internal { .. } => 500,
         }
     }
@@ -117,6 +121,9 @@ impl ApiError {
             Self::MethodNotAllowed { allow, .. } => vec![("allow", allow.join(", "))],
             Self::Unauthorized { .. } => vec![("www-authenticate", "Bearer".to_owned())],
             Self::Unavailable { .. } => vec![("retry-after", "1".to_owned())],
+            Self::VerificationUnavailable { retry_after, .. } => {
+                vec![("retry-after", retry_after.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -166,6 +173,12 @@ impl ApiError {
                 "unavailable",
                 "Service Unavailable",
                 "the database is unavailable; nothing was changed, retry later".to_owned(),
+                vec![],
+            ),
+            Self::VerificationUnavailable { detail, .. } => (
+                "verification-unavailable",
+                "Service Unavailable",
+                detail.clone(),
                 vec![],
             ),
             Self::Internal { .. } => (
