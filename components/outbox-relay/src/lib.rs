@@ -8,9 +8,9 @@
 
 use http::StatusCode;
 use serde::Serialize;
+use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::pg::DbValue;
 use std::time::Duration;
-use spin_sdk::http::{IntoResponse, Request};
 use todo_adapters::binding;
 use todo_adapters::db::Db;
 use todo_adapters::publish::Publisher;
@@ -76,10 +76,7 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
         })
         .collect();
     summary.users = users.len();
-    for (user, flushed) in publisher
-        .flush_users(&db_url, users, EVENTS_PER_USER)
-        .await
-    {
+    for (user, flushed) in publisher.flush_users(&db_url, users, EVENTS_PER_USER).await {
         let flush = flushed?;
         summary.delivered += flush.delivered;
         summary.parked += flush.parked;
