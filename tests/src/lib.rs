@@ -15,6 +15,7 @@ pub mod native_sql;
 mod outbound;
 mod postgres;
 pub mod router;
+pub mod testing;
 pub mod variables;
 
 pub use app::{App, ReuseConfig};

@@ -8,8 +8,8 @@ use spin_sdk::pg::DbValue;
 use todo_adapters::db::Db;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
+use todo_adapters::sidecar;
 use todo_adapters::vars;
-use todo_core::auth::check_app_token;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Topic, Work};
@@ -18,10 +18,7 @@ use todo_core::tasks::time;
 use uuid::Uuid;
 
 pub async fn handle(req: Request) -> Result<Reply, ApiError> {
-    check_app_token(
-        &vars::get("app_api_token").await?,
-        header_str(req.headers(), "dapr-api-token"),
-    )?;
+    sidecar::admit(&req).await?;
     let topic = route(req.method(), req.uri().path())?;
     let path = req.uri().path().to_owned();
     let content_type = header_str(req.headers(), header::CONTENT_TYPE.as_str()).map(str::to_owned);

@@ -7,15 +7,15 @@
 use http::StatusCode;
 use spin_sdk::http::{IntoResponse, Request};
 use todo_adapters::reply::{self, Reply};
+use todo_adapters::sidecar;
 use todo_adapters::vars;
-use todo_core::auth::check_app_token;
 use todo_core::error::ApiError;
 use todo_core::subscriptions::{self, SubscriptionConfig};
 
 const PATH: &str = "/dapr/subscribe";
 
-/// Answers `GET /dapr/subscribe`. With `app_api_token` set, only calls carrying it in
-/// `dapr-api-token` are answered (401 otherwise).
+/// Answers `GET /dapr/subscribe` to the sidecar only (`todo_adapters::sidecar`: on this host,
+/// with the app token).
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
@@ -26,11 +26,7 @@ async fn handle(req: Request) -> impl IntoResponse {
 }
 
 async fn list_subscriptions(req: &Request) -> Result<Reply, ApiError> {
-    let token = req
-        .headers()
-        .get("dapr-api-token")
-        .and_then(|v| v.to_str().ok());
-    check_app_token(&vars::get("app_api_token").await?, token)?;
+    sidecar::admit(req).await?;
     if req.uri().path() != PATH {
         return Err(ApiError::not_found("no such resource"));
     }

@@ -9,4 +9,5 @@ pub mod db;
 pub mod pool;
 pub mod publish;
 pub mod reply;
+pub mod sidecar;
 pub mod vars;

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod recurrence;
 pub mod reminders;
 pub mod series;
+pub mod sidecar;
 pub mod sql;
 pub mod subscriptions;
 pub mod tasks;

@@ -2,14 +2,13 @@
 //! sidecar double, in per-user order, never slowing or failing the request, never lost.
 
 use crate::helpers::{
-    TestApp, spawn_app, spawn_app_with, spawn_app_with_own_database, spawn_app_with_var,
-    unused_port,
+    TestApp, spawn_app, spawn_app_with, spawn_app_with_own_database, unused_port,
 };
-use std::collections::HashMap;
-use todo_test_host::ReuseConfig;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use todo_test_host::ReuseConfig;
 use todo_test_host::dapr::{Message, Mode};
 
 fn id_of(task: &Value) -> String {
@@ -211,11 +210,8 @@ async fn a_down_hanging_or_failing_sidecar_never_fails_or_slows_a_request_and_lo
 #[tokio::test]
 async fn an_event_written_with_its_task_survives_a_crash_before_publishing() {
     let nowhere = unused_port().to_string();
-    let doomed = spawn_app_with_own_database(HashMap::from([(
-        "dapr_http_port".to_owned(),
-        nowhere,
-    )]))
-    .await;
+    let doomed =
+        spawn_app_with_own_database(HashMap::from([("dapr_http_port".to_owned(), nowhere)])).await;
     let db_name = doomed.db_name.clone();
     let task = doomed.create(json!({"title": "Survivor"})).await;
     assert_eq!(
@@ -253,11 +249,8 @@ async fn events_of_many_users_keep_per_user_order_through_the_relay() {
     // A database of its own: the relay serves every user it finds, and would take other
     // tests' events to its sidecar double.
     let nowhere = unused_port().to_string();
-    let writer = spawn_app_with_own_database(HashMap::from([(
-        "dapr_http_port".to_owned(),
-        nowhere,
-    )]))
-    .await;
+    let writer =
+        spawn_app_with_own_database(HashMap::from([("dapr_http_port".to_owned(), nowhere)])).await;
     let users: Vec<TestApp> = (0..3)
         .map(|_| writer.as_user(&crate::helpers::new_user()))
         .collect();
@@ -314,7 +307,11 @@ async fn events_of_many_users_keep_per_user_order_through_the_relay() {
 
 #[tokio::test]
 async fn the_relay_answers_dapr_binding_discovery_and_checks_the_app_token() {
-    let app = spawn_app_with_var("app_api_token", "s3cret").await;
+    let app = spawn_app_with_own_database(HashMap::from([(
+        "app_api_token".to_owned(),
+        "a-second-app-token-32-bytes-or-more".to_owned(),
+    )]))
+    .await;
     app.send(Method::POST, "/outbox-relay", &[], "")
         .await
         .problem(401);
@@ -322,7 +319,7 @@ async fn the_relay_answers_dapr_binding_discovery_and_checks_the_app_token() {
         .send(
             Method::OPTIONS,
             "/outbox-relay",
-            &[("dapr-api-token", "s3cret")],
+            &[("dapr-api-token", "a-second-app-token-32-bytes-or-more")],
             "",
         )
         .await;
@@ -331,7 +328,7 @@ async fn the_relay_answers_dapr_binding_discovery_and_checks_the_app_token() {
         .send(
             Method::POST,
             "/outbox-relay",
-            &[("dapr-api-token", "s3cret")],
+            &[("dapr-api-token", "a-second-app-token-32-bytes-or-more")],
             "",
         )
         .await;

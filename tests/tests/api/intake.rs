@@ -2,9 +2,7 @@
 //! to the sidecar double, the double delivers to the intake as Dapr would, and the recurrence
 //! engine's effects are checked in PostgreSQL.
 
-use crate::helpers::{
-    TestApp, sidecar_view, spawn_app, spawn_app_with, spawn_app_with_var, unused_port,
-};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_var, unused_port};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use todo_test_host::ReuseConfig;
-use todo_test_host::dapr::{AppAnswer, DaprDouble, DeliveryOutcome, Message, Options};
+use todo_test_host::dapr::{AppAnswer, DaprDouble, DeliveryOutcome, Message};
 use uuid::Uuid;
 
 const PUBSUB: &str = "kafka-pubsub";
@@ -23,7 +21,7 @@ fn id_of(task: &Value) -> Uuid {
 }
 
 async fn deliver(app: &TestApp, dapr: &DaprDouble, topic: &str, event: &Value) -> DeliveryOutcome {
-    dapr.deliver_event(&sidecar_view(&app.app), PUBSUB, topic, event)
+    dapr.deliver_event(&app.sidecar_view(), PUBSUB, topic, event)
         .await
         .expect("the double delivers")
 }
@@ -141,7 +139,7 @@ async fn subscribe_declares_both_topics_with_a_top_level_dead_letter_topic() {
     let app = spawn_app().await;
 
     let response = app
-        .send(Method::GET, "/dapr/subscribe", &[], Bytes::new())
+        .send_as_sidecar(Method::GET, "/dapr/subscribe", &[], Bytes::new())
         .await;
 
     assert_eq!(response.status, StatusCode::OK);
@@ -187,7 +185,7 @@ async fn subscribe_declares_both_topics_with_a_top_level_dead_letter_topic() {
     // The double reads it as Dapr does.
     let subscriptions = app
         .dapr
-        .discover_subscriptions(&sidecar_view(&app.app))
+        .discover_subscriptions(&app.sidecar_view())
         .await
         .expect("discovery succeeds");
     assert_eq!(subscriptions.len(), 2);
@@ -228,7 +226,7 @@ async fn subscribe_takes_its_names_from_variables_and_only_answers_get() {
     let app = spawn_app_with(vars, ReuseConfig::default()).await;
 
     let body = app
-        .send(Method::GET, "/dapr/subscribe", &[], Bytes::new())
+        .send_as_sidecar(Method::GET, "/dapr/subscribe", &[], Bytes::new())
         .await
         .json();
     assert_eq!(body[0]["pubsubname"], "ps");
@@ -237,7 +235,7 @@ async fn subscribe_takes_its_names_from_variables_and_only_answers_get() {
     assert_eq!(body[1]["deadLetterTopic"], "dead");
 
     let post = app
-        .send(Method::POST, "/dapr/subscribe", &[], Bytes::new())
+        .send_as_sidecar(Method::POST, "/dapr/subscribe", &[], Bytes::new())
         .await;
     post.problem(405);
     assert_eq!(post.header("allow"), Some("GET"));
@@ -409,7 +407,7 @@ async fn uncompleting_and_completing_again_does_not_create_a_second_next_occurre
         "each completion is its own event"
     );
 
-    let client = sidecar_view(&app.app);
+    let client = app.sidecar_view();
     let deliveries = completions
         .iter()
         .map(|event| app.dapr.deliver_event(&client, PUBSUB, "tasks", event));
@@ -572,7 +570,7 @@ async fn bodies_that_are_no_cloud_events_are_answered_drop() {
     ];
     for (case, content_type, body) in cases {
         let response = app
-            .send(
+            .send_as_sidecar(
                 Method::POST,
                 "/api/events/tasks",
                 &[("content-type", content_type)],
@@ -621,8 +619,9 @@ async fn an_unreachable_database_is_answered_retry_and_a_redelivery_succeeds() {
 }
 
 #[tokio::test]
-async fn calls_without_the_app_token_get_401_when_one_is_configured() {
-    let app = spawn_app_with_var("app_api_token", "s3cret").await;
+async fn calls_without_the_app_token_get_401() {
+    const TOKEN: &str = "a-second-app-token-32-bytes-or-more";
+    let app = spawn_app_with_var("app_api_token", TOKEN).await;
     let event = json!({
         "specversion": "1.0", "id": "e1", "source": "/todo-spin/tasks", "type": "reminder.triggered",
         "datacontenttype": "application/json", "data": {"task_id": Uuid::nil()},
@@ -630,26 +629,26 @@ async fn calls_without_the_app_token_get_401_when_one_is_configured() {
     let body = Bytes::from(serde_json::to_vec(&event).expect("json"));
     let ce = ("content-type", "application/cloudevents+json");
 
-    for token in [None, Some("wrong"), Some("")] {
+    for token in [None, Some("wrong"), Some(""), Some(&TOKEN[1..])] {
         let headers: Vec<(&str, &str)> = token
             .map(|t| ("dapr-api-token", t))
             .into_iter()
             .chain([ce])
             .collect();
-        app.send(Method::GET, "/dapr/subscribe", &headers, Bytes::new())
-            .await
-            .problem(401);
-        app.send(
-            Method::POST,
-            "/api/events/reminders",
-            &headers,
-            body.clone(),
-        )
-        .await
-        .problem(401);
+        for (method, path) in [
+            (Method::GET, "/dapr/subscribe"),
+            (Method::POST, "/api/events/reminders"),
+            (Method::POST, "/api/events/tasks"),
+            (Method::POST, "/outbox-relay"),
+            (Method::POST, "/reminder-sweep"),
+        ] {
+            app.send(method, path, &headers, body.clone())
+                .await
+                .problem(401);
+        }
     }
 
-    let headers = [("dapr-api-token", "s3cret"), ce];
+    let headers = [("dapr-api-token", TOKEN), ce];
     let listed = app
         .send(Method::GET, "/dapr/subscribe", &headers, Bytes::new())
         .await;
@@ -665,12 +664,127 @@ async fn calls_without_the_app_token_get_401_when_one_is_configured() {
     assert!(delivered.body.is_empty());
 
     // A sidecar configured with the token gets through.
-    let dapr = DaprDouble::start_with(Options {
-        app_api_token: Some("s3cret".to_owned()),
-        ..Options::default()
-    })
+    assert_success(&deliver(&app, &app.dapr, "reminders", &event).await);
+}
+
+/// The defaults of a fresh deployment: no app token, so the routes only the sidecar calls
+/// refuse everyone, and a forged `task.completed` creates nothing.
+#[tokio::test]
+async fn without_an_app_token_the_sidecar_routes_refuse_every_call() {
+    let app = spawn_app_with_var("app_api_token", "").await;
+    let (task, completed) = complete_recurring(
+        &app,
+        json!({"title": "Forged", "due_at": "2026-03-02T09:00:00Z", "recurrence": {"frequency": "daily"}}),
+    )
     .await;
-    assert_success(&deliver(&app, &dapr, "reminders", &event).await);
+    let forged = Bytes::from(completed.to_string());
+    for token in [None, Some("anything-at-all-even-32-bytes-long!!")] {
+        let headers: Vec<(&str, &str)> = token
+            .map(|t| ("dapr-api-token", t))
+            .into_iter()
+            .chain([("content-type", "application/cloudevents+json")])
+            .collect();
+        for (method, path) in [
+            (Method::GET, "/dapr/subscribe"),
+            (Method::POST, "/api/events/tasks"),
+            (Method::POST, "/api/events/reminders"),
+            (Method::POST, "/outbox-relay"),
+            (Method::OPTIONS, "/outbox-relay"),
+            (Method::POST, "/reminder-sweep"),
+        ] {
+            let problem = app
+                .send(method, path, &headers, forged.clone())
+                .await
+                .problem(401);
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("app_api_token")),
+                "{problem}"
+            );
+        }
+    }
+    assert_eq!(
+        series_rows(&app, id_of(&task)).await.len(),
+        1,
+        "the forged delivery created nothing"
+    );
+    // The task API itself is unaffected.
+    assert_eq!(app.list("").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_local_development_switch_opens_the_sidecar_routes_without_a_token() {
+    let app = spawn_app_with(
+        HashMap::from([
+            ("app_api_token".to_owned(), String::new()),
+            ("allow_open_sidecar_routes".to_owned(), "true".to_owned()),
+        ]),
+        ReuseConfig::default(),
+    )
+    .await;
+    let listed = app
+        .send(Method::GET, "/dapr/subscribe", &[], Bytes::new())
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+}
+
+#[tokio::test]
+async fn a_weak_or_placeholder_app_token_stops_the_sidecar_routes_with_a_bare_500() {
+    for weak in ["s3cret", "CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME"] {
+        let app = spawn_app_with_var("app_api_token", weak).await;
+        for (method, path) in [
+            (Method::GET, "/dapr/subscribe"),
+            (Method::POST, "/api/events/tasks"),
+            (Method::POST, "/outbox-relay"),
+        ] {
+            let answer = app
+                .send(method, path, &[("dapr-api-token", weak)], Bytes::new())
+                .await;
+            let problem = answer.problem(500);
+            let text = problem.to_string();
+            assert!(
+                !text.contains("app_api_token") && !text.contains(weak),
+                "nothing about the cause reaches the caller: {problem}"
+            );
+        }
+    }
+}
+
+/// In-process calls that claim another address: a control only the host has.
+mod host_only {
+    use super::*;
+    use std::net::SocketAddr;
+
+    async fn call_from(app: &TestApp, addr: &str) -> StatusCode {
+        let request = http::Request::builder()
+            .method(Method::GET)
+            .uri("http://127.0.0.1:3000/dapr/subscribe")
+            .header("dapr-api-token", app.app_token.as_str())
+            .body(Bytes::new())
+            .expect("a request");
+        let from: SocketAddr = addr.parse().expect("an address");
+        app.host()
+            .expect("the test host")
+            .handle_from(request, from)
+            .await
+            .expect("an answer")
+            .status()
+    }
+
+    #[tokio::test]
+    async fn sidecar_routes_refuse_callers_on_other_hosts_unless_turned_off() {
+        let app = spawn_app().await;
+        assert_eq!(call_from(&app, "127.0.0.1:40000").await, StatusCode::OK);
+        assert_eq!(call_from(&app, "[::1]:40000").await, StatusCode::OK);
+        assert_eq!(
+            call_from(&app, "10.0.3.7:40000").await,
+            StatusCode::FORBIDDEN,
+            "the token alone is not enough from another host"
+        );
+        let shared = spawn_app_with_var("sidecar_loopback_only", "false").await;
+        assert_eq!(call_from(&shared, "10.0.3.7:40000").await, StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -678,12 +792,12 @@ async fn other_paths_under_api_events_are_not_found_and_deliveries_are_post_only
     let app = spawn_app().await;
 
     for path in ["/api/events", "/api/events/orders", "/api/events/tasks/x"] {
-        app.send(Method::POST, path, &[], Bytes::new())
+        app.send_as_sidecar(Method::POST, path, &[], Bytes::new())
             .await
             .problem(404);
     }
     let get = app
-        .send(Method::GET, "/api/events/tasks", &[], Bytes::new())
+        .send_as_sidecar(Method::GET, "/api/events/tasks", &[], Bytes::new())
         .await;
     get.problem(405);
     assert_eq!(get.header("allow"), Some("POST"));

@@ -6,7 +6,7 @@
 //! and would otherwise fire (and publish to its own sidecar double) those of tests running
 //! beside it. Times are a few seconds ahead at most, and every wait is bounded.
 
-use crate::helpers::{TestApp, sidecar_view, spawn_app_with, spawn_app_with_own_database};
+use crate::helpers::{TestApp, spawn_app_with, spawn_app_with_own_database};
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -462,7 +462,7 @@ async fn completing_a_recurring_task_carries_its_reminder_offset_to_the_next_occ
             .expect("the completion is in the outbox")
             .get(0);
         app.dapr
-            .deliver_event(&sidecar_view(&app.app), "kafka-pubsub", "tasks", &completed)
+            .deliver_event(&app.sidecar_view(), "kafka-pubsub", "tasks", &completed)
             .await
             .expect("the double delivers");
 
@@ -630,15 +630,15 @@ async fn put_resets_an_omitted_reminder_and_patch_keeps_it() {
 async fn the_sweep_answers_the_cron_binding_contract_and_checks_the_app_token() {
     let app = spawn_app_with_own_database(HashMap::from([(
         "app_api_token".to_owned(),
-        "s3cret".to_owned(),
+        "a-second-app-token-32-bytes-or-more".to_owned(),
     )]))
     .await;
     let sidecar = DaprDouble::start_with(Options {
-        app_api_token: Some("s3cret".to_owned()),
+        app_api_token: Some("a-second-app-token-32-bytes-or-more".to_owned()),
         ..Options::default()
     })
     .await;
-    let view = sidecar_view(&app.app);
+    let view = app.sidecar_view();
 
     app.send(Method::POST, "/reminder-sweep", &[], "")
         .await
@@ -659,7 +659,7 @@ async fn the_sweep_answers_the_cron_binding_contract_and_checks_the_app_token() 
         .send(
             Method::GET,
             "/reminder-sweep",
-            &[("dapr-api-token", "s3cret")],
+            &[("dapr-api-token", "a-second-app-token-32-bytes-or-more")],
             "",
         )
         .await;

@@ -164,7 +164,12 @@ async fn read_series(addr: SocketAddr, user: &str, token: &str) -> (Summary, Sum
     let mut subscribe = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
         let (status, body, elapsed) = connection
-            .call(Method::GET, "/dapr/subscribe", &[], Bytes::new())
+            .call(
+                Method::GET,
+                "/dapr/subscribe",
+                &[("dapr-api-token", todo_test_host::testing::APP_TOKEN)],
+                Bytes::new(),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         let subscriptions: Value = serde_json::from_slice(&body).expect("subscriptions are JSON");
@@ -192,13 +197,10 @@ async fn read_series(addr: SocketAddr, user: &str, token: &str) -> (Summary, Sum
 }
 
 async fn serve(app: &TestApp) -> SocketAddr {
-    let (addr, server) = app
-        .app
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind a loopback port");
-    tokio::spawn(server);
-    addr
+    let url = app.serve().await;
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("a loopback address")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,10 +386,14 @@ async fn one(
                 return ("odd method or content type", None, vec![], None);
             }
             let (content_type, body) = bad_event(rng);
+            // As the sidecar delivers them: with the app token.
             let a = send(
                 Method::POST,
                 "/api/events/tasks".to_owned(),
-                vec![("content-type", content_type)],
+                vec![
+                    ("content-type", content_type),
+                    ("dapr-api-token", app.app_token.clone()),
+                ],
                 body,
             )
             .await;

@@ -345,7 +345,10 @@ async fn deliver(app: &TestApp, event: &Value) -> String {
         .send(
             Method::POST,
             "/api/events/tasks",
-            &[("content-type", "application/cloudevents+json")],
+            &[
+                ("content-type", "application/cloudevents+json"),
+                ("dapr-api-token", app.app_token.as_str()),
+            ],
             Bytes::from(event.to_string()),
         )
         .await

@@ -3,24 +3,21 @@
 //! may stop and start, and the one-line summary.
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use serde_json::{Value, json};
+use http::{Method, StatusCode};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use todo_test_host::dapr::DaprDouble;
-use todo_test_host::{App, ReuseConfig};
+use todo_test_host::ReuseConfig;
+use todo_test_host::testing::{self, database, spawn_app_on as spawn_on};
 use tokio::process::Command;
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-/// At least 32 random-looking bytes: the app refuses short or placeholder secrets.
-pub const JWT_SECRET: &str = "2DyGw71ycxwm4pS9ywnd0t4AFbFtHxUaeSMotcSmThPFOjjU";
-/// How long one request may take before the check counts it as unanswered.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use todo_test_host::testing::{JWT_SECRET, TestResponse as Answer, repo_root};
+
 /// The checks of this binary, for the summary line.
 const PARTS: usize = 6;
 
@@ -60,27 +57,6 @@ pub fn held(order: usize, short: String, detail: String) {
     }
 }
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL").expect(
-        "TEST_DATABASE_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL",
-    )
-}
-
-/// The port of a `postgres://user@host:port` URL.
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .expect("the URL ends with :port")
-}
-
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -89,29 +65,20 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// This binary's database on the shared test server, cloned from the migrated template
-/// once per process.
-async fn shared_database() -> &'static str {
-    static DB: OnceCell<String> = OnceCell::const_new();
-    DB.get_or_init(|| async {
-        let template = std::env::var("TEST_TEMPLATE_DB").unwrap_or_else(|_| "todo_template".into());
-        let name = format!("todo_reliability_{}", std::process::id());
-        let admin = connect(&format!("{}/postgres", server_url())).await;
-        admin
-            .batch_execute(&format!("create database {name} template {template}"))
-            .await
-            .expect("create the reliability database");
-        name
-    })
-    .await
+/// The app under test (the shared harness's [`testing::TestApp`], whose fields and calls it
+/// derefs to), with the calls of these checks, which count an answer that never came.
+pub struct TestApp {
+    pub app: testing::TestApp,
+    /// Whether the manifest routes anything to the event intake.
+    pub has_intake: bool,
 }
 
-/// The app with its sidecar double and a client of its database.
-pub struct TestApp {
-    pub app: App,
-    pub dapr: DaprDouble,
-    pub db: tokio_postgres::Client,
-    pub has_intake: bool,
+impl std::ops::Deref for TestApp {
+    type Target = testing::TestApp;
+
+    fn deref(&self) -> &testing::TestApp {
+        &self.app
+    }
 }
 
 /// How long a request waits for the sidecar before leaving its events to the relay, as the
@@ -125,9 +92,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app on the shared test server, with `publish_timeout_ms` and instance reuse limits.
 pub async fn spawn_app_with(publish_timeout_ms: u64, reuse: ReuseConfig) -> TestApp {
-    let name = shared_database().await;
-    let url = server_url();
-    spawn_app_on(port_of(&url), name, publish_timeout_ms, reuse).await
+    let (name, port) = database().await.clone();
+    spawn_app_on(port, &name, publish_timeout_ms, reuse).await
 }
 
 /// The database URL of `db_name` on the server at `127.0.0.1:port`.
@@ -142,75 +108,32 @@ pub async fn spawn_app_on(
     publish_timeout_ms: u64,
     reuse: ReuseConfig,
 ) -> TestApp {
-    let dapr = DaprDouble::start().await;
-    let vars: HashMap<String, String> = [
-        ("db_host", "127.0.0.1".to_owned()),
-        ("db_port", port.to_string()),
-        ("db_name", db_name.to_owned()),
-        ("db_user", "postgres".to_owned()),
-        ("db_password", String::new()),
-        ("jwt_secret", JWT_SECRET.to_owned()),
-        ("dapr_host", dapr.host()),
-        ("dapr_http_port", dapr.port().to_string()),
-        ("publish_timeout_ms", publish_timeout_ms.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let manifest = repo_root().join("spin.toml");
-    let app = App::load_with(&manifest, vars, reuse)
-        .unwrap_or_else(|e| panic!("loading {}: {e:?}", manifest.display()));
-    let has_intake = app.routes().iter().any(|(_, c, _)| c == "event-intake");
-    let db = connect(&database_url(port, db_name)).await;
-    TestApp {
-        app,
-        dapr,
-        db,
-        has_intake,
-    }
+    let vars = HashMap::from([
+        ("db_port".to_owned(), port.to_string()),
+        ("db_name".to_owned(), db_name.to_owned()),
+        (
+            "publish_timeout_ms".to_owned(),
+            publish_timeout_ms.to_string(),
+        ),
+    ]);
+    let app = spawn_on(port, vars, reuse).await;
+    let has_intake = app
+        .host()
+        .is_none_or(|host| host.routes().iter().any(|(_, c, _)| c == "event-intake"));
+    TestApp { app, has_intake }
 }
 
 pub fn new_user(label: &str) -> String {
     format!("{label}-{}", Uuid::now_v7().simple())
 }
 
+/// `Bearer <token>` for `sub`, expiring in `expires_in` seconds, signed with `secret`.
 pub fn token(sub: &str, expires_in: i64, secret: &str) -> String {
-    let claims = json!({ "sub": sub, "exp": chrono::Utc::now().timestamp() + expires_in });
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign a token");
-    format!("Bearer {token}")
-}
-
-/// An answer, or `None` when the app gave none within [`REQUEST_TIMEOUT`] or the host failed.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub content_type: Option<String>,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body[..self.body.len().min(400)]).into_owned()
-    }
-
-    /// An RFC 9457 problem with this answer's status.
-    pub fn is_problem(&self) -> bool {
-        self.content_type.as_deref() == Some("application/problem+json")
-            && self.json()["status"] == self.status.as_u16()
-    }
+    format!("Bearer {}", testing::token_for(sub, expires_in, secret))
 }
 
 impl TestApp {
-    /// Sends a request in process; the path may hold any bytes a URI allows.
+    /// Sends a request; the path may hold any bytes a URI allows. `None` when no answer came.
     pub async fn send(
         &self,
         method: Method,
@@ -218,27 +141,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Option<Answer> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://127.0.0.1:3000{path}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(body.into()).ok()?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.app.handle(request))
-            .await
-            .ok()?
-            .ok()?;
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Some(Answer {
-            status: response.status(),
-            content_type,
-            body: response.into_body(),
-        })
+        self.app.try_send(method, path, headers, body).await
     }
 
     /// A JSON request with a bearer token.
@@ -315,9 +218,9 @@ impl TestApp {
                 return;
             }
             let answer = self
-                .send(Method::POST, "/outbox-relay", &[], Bytes::new())
+                .app
+                .send_as_sidecar(Method::POST, "/outbox-relay", &[], Bytes::new())
                 .await;
-            let answer = answer.expect("the relay answers");
             assert_eq!(answer.status, StatusCode::OK, "relay: {}", answer.text());
         }
         panic!("the relay did not deliver every pending event");

@@ -1,0 +1,36 @@
+//! Admitting calls to the routes only the Dapr sidecar calls, by `todo_core::sidecar`'s rules.
+
+use crate::vars;
+use spin_sdk::http::Request;
+use std::sync::atomic::{AtomicBool, Ordering};
+use todo_core::error::ApiError;
+use todo_core::sidecar::{SidecarPolicy, SidecarVars};
+
+/// Header the sidecar carries its `APP_API_TOKEN` in (DESIGN.md §3).
+pub const TOKEN_HEADER: &str = "dapr-api-token";
+
+/// Whether this instance already said that its routes refuse every call.
+static SAID_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Lets `req` through if it comes from the sidecar: on this host, with the app token. A
+/// deployment without a token refuses every call and says so once per instance; one with an
+/// unsafe token answers 500 and names the variable in the log.
+pub async fn admit(req: &Request) -> Result<(), ApiError> {
+    let token = vars::get("app_api_token").await?;
+    let open = vars::get("allow_open_sidecar_routes").await?;
+    let loopback_only = vars::get("sidecar_loopback_only").await?;
+    let policy = SidecarPolicy::new(&SidecarVars {
+        app_api_token: &token,
+        allow_open_sidecar_routes: &open,
+        sidecar_loopback_only: &loopback_only,
+    })
+    .map_err(|error| ApiError::internal(error.to_string()))?;
+    if policy.refuses_everything() && !SAID_CLOSED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "app_api_token is not set: the sidecar routes refuse every call; set it (and the \
+             sidecar's APP_API_TOKEN), or allow_open_sidecar_routes=true for local development"
+        );
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    policy.check(header(TOKEN_HEADER), header("spin-client-addr"))
+}
