@@ -473,6 +473,7 @@ class Agreement:
         self.check_namespace()
         self.check_variables()
         self.check_secrets()
+        self.check_sidecar_routes_closed()
         self.check_dapr_app()
         self.check_pubsub()
         self.check_topics()
@@ -587,6 +588,33 @@ class Agreement:
                 and ref.get("key") == DAPR_TOKEN_KEY,
                 f"{annotation} and Spin variable {variable} use the same Secret",
                 f"annotation {self.pod_annotations.get(annotation)!r} vs variable from {ref or 'nowhere'}",
+            )
+
+    def check_sidecar_routes_closed(self) -> None:
+        """The routes only the sidecar calls must never answer an anonymous caller: the app
+        token comes from a Secret that must exist (not `optional`), the development switch
+        that opens them is off, and the loopback-only guard stays on while the sidecar runs
+        in the pod (todo_core::sidecar)."""
+        binding = self.variables.get("app_api_token")
+        ref = ((binding or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        self.c.check(
+            bool(ref) and ref.get("optional") is not True,
+            "SpinApp cannot run without an app token (app_api_token from a required Secret)",
+            "without it every sidecar route refuses every call; an optional Secret lets the pod "
+            "start without one" if ref else "app_api_token is not set from a Secret",
+        )
+        opened = self.effective("allow_open_sidecar_routes")
+        self.c.check(
+            (opened or "false").strip().lower() != "true",
+            "allow_open_sidecar_routes is off (it is for local development only)",
+            f"got {opened!r}",
+        )
+        if self.pod_annotations.get("dapr.io/enabled") == "true":
+            loopback = self.effective("sidecar_loopback_only")
+            self.c.check(
+                (loopback or "true").strip().lower() != "false",
+                "sidecar routes answer callers on the pod's loopback only (the sidecar is in the pod)",
+                f"sidecar_loopback_only={loopback!r}",
             )
 
     def check_dapr_app(self) -> None:

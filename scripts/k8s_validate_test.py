@@ -213,6 +213,24 @@ class ValidatorTest(unittest.TestCase):
         )
         self.assertFailure(checks, "annotation dapr.io/app-token-secret: Secret app-api-token key token")
 
+    def test_spinapp_that_could_run_without_an_app_token_fails(self):
+        check = "SpinApp cannot run without an app token"
+        docs = self.docs()
+        variable(find(docs, "SpinApp"), "app_api_token")["valueFrom"]["secretKeyRef"]["optional"] = True
+        self.assertFailure(self.agreement(docs), check)
+        docs = self.docs()
+        spinapp = find(docs, "SpinApp")
+        spinapp["spec"]["variables"] = [v for v in spinapp["spec"]["variables"] if v["name"] != "app_api_token"]
+        self.assertFailure(self.agreement(docs), check)
+
+    def test_opening_the_sidecar_routes_fails(self):
+        docs = self.docs()
+        find(docs, "SpinApp")["spec"]["variables"].append({"name": "allow_open_sidecar_routes", "value": "true"})
+        self.assertFailure(self.agreement(docs), "allow_open_sidecar_routes is off")
+        docs = self.docs()
+        find(docs, "SpinApp")["spec"]["variables"].append({"name": "sidecar_loopback_only", "value": "false"})
+        self.assertFailure(self.agreement(docs), "sidecar routes answer callers on the pod's loopback only")
+
     def test_secret_without_template_fails(self):
         secrets = copy.deepcopy(self.secrets)
         del find(secrets, "Secret", "todo-db")["data"]["password"]
