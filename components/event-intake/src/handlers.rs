@@ -126,7 +126,7 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         }
     };
     if created == 1 {
-        publish::after_response(db, next.user_id.clone());
+        publish::before_response(db, next.user_id.clone()).await;
     } else if processed == 1 {
         println!(
             "occurrence {} of series {} exists already; event {} changed nothing",

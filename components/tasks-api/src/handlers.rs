@@ -1,5 +1,5 @@
 //! One function per operation. Each validates through the core, writes the task change and
-//! its events in one statement, and leaves publishing to run after the response.
+//! its events in one statement, then publishes them before answering (`publish::before_response`).
 
 use crate::request::{header, json_body};
 use crate::routes::{self, Action};
@@ -93,7 +93,7 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         Action::Delete(id) => (delete_task(&ctx, id).await?, true),
     };
     if wrote {
-        publish::after_response(ctx.db, ctx.user.as_str().to_owned());
+        publish::before_response(ctx.db, ctx.user.as_str().to_owned()).await;
     }
     Ok(reply)
 }

@@ -24,12 +24,18 @@ use uuid::Uuid;
 /// How long a publisher may hold a user's lease before another may take over. Each round takes
 /// the lease anew, and starts no publish that could outlast it.
 const LEASE: Duration = Duration::from_secs(30);
-/// Events a request publishes per round after its response.
+/// Events a request publishes per round before it answers.
 const INLINE_BATCH: i64 = 20;
-/// How long a request keeps publishing after its response while its user writes on: bounded,
-/// so an instance is not held forever by one busy user; what is left then goes out with the
-/// next write or the relay.
-const INLINE_BUDGET: Duration = Duration::from_secs(10);
+/// How long a request keeps publishing while its user writes on (others' writes flag the
+/// lease it holds): bounded, so one busy user cannot hold a client for long; what is left then
+/// goes out with the next write or the relay.
+const INLINE_BUDGET: Duration = Duration::from_secs(1);
+/// How long a request waits for its publish before answering anyway. A healthy sidecar takes
+/// a few milliseconds; a slower publish finishes after the response, where Spin may cut it off.
+const INLINE_WAIT: Duration = Duration::from_millis(50);
+/// After the sidecar could not be reached (refused, timed out), requests on this instance
+/// leave publishing to the relay for this long instead of each waiting out the timeout.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(2);
 /// A publish may take its timeout three times over: to connect, for the first byte of the
 /// answer, and between bytes.
 const TIMEOUT_PHASES: u32 = 3;
@@ -70,27 +76,65 @@ pub struct Flush {
     pub busy: bool,
     /// The failure that stopped the user's run; the rest waits for backoff.
     pub error: Option<String>,
+    /// That failure was the sidecar not answering, not a refusal of one event.
+    pub unreachable: bool,
 }
 
-/// Publishes `user_id`'s pending events after the response has gone out: the component-model
-/// task keeps running once it has returned its value (`wit_bindgen::spawn`), and Spin keeps the
-/// instance until it ends. It takes over the request's connection rather than checking out
-/// another. A failure here never reaches the client; the events stay in the outbox and the
-/// relay delivers them.
-pub fn after_response(db: Db, user_id: String) {
-    spin_sdk::wit_bindgen::spawn(async move {
+/// Publishes `user_id`'s pending events before the request answers, so that a write's events
+/// are on their way when its client hears of it. Not after the response as a rule: Spin 4.0.2
+/// retires an instance (its 128th request, or 1 s idle) without waiting for work the guest
+/// spawned after responding, and a publish cut off that way holds the user's lease for its
+/// 30 s, stranding the user's later events until it expires (BENCHMARKS.md, "Events that keep
+/// up"). The request waits at most [`INLINE_WAIT`]: a slower publish goes on after the
+/// response, so a hung sidecar slows no request by more than that; once a publish fails to
+/// reach it, the instance leaves publishing to the relay for [`UNREACHABLE_PAUSE`]. A failure
+/// never reaches the client: the events stay in the outbox for the relay.
+pub async fn before_response(db: Db, user_id: String) {
+    if paused() {
+        return;
+    }
+    let mut flush = Box::pin(async move {
         let flushed = async {
             let publisher = Publisher::for_requests().await?;
             publisher.flush_user(&db, &user_id, INLINE_BATCH).await
         };
         match flushed.await {
             Ok(Flush {
-                error: Some(error), ..
-            }) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
+                error: Some(error),
+                unreachable,
+                ..
+            }) => {
+                if unreachable {
+                    pause();
+                }
+                eprintln!("publishing events of {user_id} left to the relay: {error}");
+            }
             Ok(_) => {}
             Err(error) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
         }
     });
+    let wait = u64::try_from(INLINE_WAIT.as_nanos()).unwrap_or(u64::MAX);
+    let timer = Box::pin(spin_sdk::wasip3::clocks::monotonic_clock::wait_for(wait));
+    if let futures::future::Either::Right(_) = futures::future::select(flush.as_mut(), timer).await
+    {
+        spin_sdk::wit_bindgen::spawn(flush);
+    }
+}
+
+/// Until when this instance leaves publishing to the relay.
+static PAUSED_UNTIL: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+fn paused() -> bool {
+    PAUSED_UNTIL
+        .lock()
+        .map(|until| until.is_some_and(|t| Instant::now() < t))
+        .unwrap_or(false)
+}
+
+fn pause() {
+    if let Ok(mut until) = PAUSED_UNTIL.lock() {
+        *until = Some(Instant::now() + UNREACHABLE_PAUSE);
+    }
 }
 
 /// What one round sent: the sequence numbers the sidecar accepted, and how it ended.
@@ -100,6 +144,14 @@ struct Round {
     parked: usize,
     end: RoundEnd,
     error: Option<String>,
+    unreachable: bool,
+}
+
+/// Why one publish failed.
+struct Failure {
+    message: String,
+    /// No answer from the sidecar (connect, timeout), as opposed to an answer refusing it.
+    unreachable: bool,
 }
 
 impl Publisher {
@@ -160,6 +212,7 @@ impl Publisher {
             flush.parked += round.parked;
             if round.error.is_some() {
                 flush.error = round.error;
+                flush.unreachable = round.unreachable;
             }
             if !outbox::another_round(&round.end, started.elapsed() < self.budget) {
                 return Ok(flush);
@@ -213,21 +266,22 @@ impl Publisher {
                 .flag(outbox::mark_failed(
                     user_id,
                     event.seq,
-                    &error,
+                    &error.message,
                     self.max_attempts,
                 ))
                 .await?
                 .unwrap_or(false);
             if parked {
                 eprintln!(
-                    "event {} of {user_id} parked as dead after {} attempts: {error}",
-                    event.event_id, self.max_attempts
+                    "event {} of {user_id} parked as dead after {} attempts: {}",
+                    event.event_id, self.max_attempts, error.message
                 );
                 round.parked += 1;
                 continue;
             }
             round.end.failed = true;
-            round.error = Some(error);
+            round.error = Some(error.message);
+            round.unreachable = error.unreachable;
             break;
         }
         Ok(round)
@@ -235,17 +289,26 @@ impl Publisher {
 
     /// One structured CloudEvent to `POST /v1.0/publish/{pubsub}/{topic}`; 204 means the
     /// broker has it.
-    async fn publish(&self, user_id: &str, event: &Pending) -> Result<(), String> {
+    async fn publish(&self, user_id: &str, event: &Pending) -> Result<(), Failure> {
         let url = outbox::publish_url(&self.dapr_url, &self.pubsub, &event.topic, user_id);
-        let body = serde_json::to_vec(&event.event).map_err(|e| e.to_string())?;
-        let (status, text) = self
-            .post(&url, CLOUDEVENTS_JSON, body)
-            .await
-            .map_err(|e| format!("publishing {}: {e}", event.event_id))?;
+        let body = serde_json::to_vec(&event.event).map_err(|e| Failure {
+            message: e.to_string(),
+            unreachable: false,
+        })?;
+        let (status, text) =
+            self.post(&url, CLOUDEVENTS_JSON, body)
+                .await
+                .map_err(|e| Failure {
+                    message: format!("publishing {}: {e}", event.event_id),
+                    unreachable: true,
+                })?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("sidecar answered {status}: {text}"))
+            Err(Failure {
+                message: format!("sidecar answered {status}: {text}"),
+                unreachable: false,
+            })
         }
     }
 
