@@ -1,12 +1,14 @@
-//! `todo-bench`: the app served by the test host on a loopback port, driven by a load
-//! generator for a fixed number of requests per scenario and concurrency, next to the floor of
-//! the same work done natively. scripts/bench.sh builds everything, starts PostgreSQL and runs
-//! it; BENCHMARKS.md has the figures and what they mean.
+//! `todo-bench`: the app served on a loopback port, by real Spin (`--runtime spin`, `spin up`
+//! of the project's manifest) or by the test host (`--runtime host`, the default), driven by a
+//! load generator for a fixed number of requests per scenario and concurrency, next to the
+//! floor of the same work done natively. scripts/bench.sh builds everything, starts PostgreSQL
+//! and runs it on each runtime it finds; BENCHMARKS.md has the figures and what they mean.
 //!
 //! ```text
 //! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/todo_bench \
 //!   todo-bench [--requests 2000] [--requests-c1 1000] [--concurrency 1,16,64]
 //!              [--sizes 1000,10000,100000] [--only create,get,...] [--manifest spin.toml]
+//!              [--runtime host|spin] [--spin /path/to/spin]
 //! ```
 //!
 //! Scenarios: `create`, `get`, `list` (one per size), `patch`, `complete`, `intake`,
@@ -34,12 +36,19 @@ use std::time::{Duration, Instant};
 use todo_core::events::EventContext;
 use todo_core::intake::{self, Topic, Work};
 use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
-use todo_test_host::dapr::DaprDouble;
+use todo_test_host::dapr::{AppClient as _, DaprDouble, HttpApp};
+use todo_test_host::testing::SpinApp;
 use todo_test_host::{App, ReuseConfig};
 use uuid::Uuid;
 
 /// At least 32 random-looking bytes: the app refuses short or placeholder secrets.
 const JWT_SECRET: &str = "7RF5te9Mp7ICkpg6aOFWnznWslA_6FimgZrJSgtWt41vbdPR";
+/// The app token the bench presents on the routes only the sidecar calls.
+const APP_TOKEN: &str = "bench-app-token-Qm9wCq1xZ7rT2vLk8sYd3nHf";
+/// Header the sidecar carries the app token in.
+const APP_TOKEN_HEADER: &str = "dapr-api-token";
+/// How long after a load the outbox may still hold events the writes published themselves.
+const CATCH_UP: Duration = Duration::from_secs(1);
 /// The list request: pending tasks tagged `work` of high or medium priority, by due date.
 const LIST_QUERY: &str = "status=pending&priority=high,medium&tags=work&sort=due_at&limit=50";
 /// Tasks each worker of the patch and complete scenarios cycles through.
@@ -56,6 +65,9 @@ struct Args {
     instantiations: usize,
     /// Measure the app only (for profiling it).
     no_floor: bool,
+    /// `spin` to serve the app with real Spin, `host` with the test host.
+    runtime: String,
+    spin: Option<PathBuf>,
 }
 
 fn list<T: std::str::FromStr>(text: &str) -> Result<Vec<T>> {
@@ -82,6 +94,8 @@ fn parse_args() -> Result<Args> {
         only: None,
         instantiations: 300,
         no_floor: false,
+        runtime: "host".to_owned(),
+        spin: std::env::var_os("SPIN_BIN").map(PathBuf::from),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +109,8 @@ fn parse_args() -> Result<Args> {
             "--only" => args.only = Some(list(&value()?)?),
             "--instantiations" => args.instantiations = value()?.parse()?,
             "--no-floor" => args.no_floor = true,
+            "--runtime" => args.runtime = value()?,
+            "--spin" => args.spin = Some(value()?.into()),
             "-h" | "--help" => {
                 println!("{}", include_str!("usage.txt"));
                 std::process::exit(0);
@@ -106,6 +122,15 @@ fn parse_args() -> Result<Args> {
         args.requests > 0 && args.requests_c1 > 0,
         "request counts must be positive"
     );
+    ensure!(
+        matches!(args.runtime.as_str(), "host" | "spin"),
+        "--runtime is host or spin, not {:?}",
+        args.runtime
+    );
+    ensure!(
+        args.runtime != "spin" || args.spin.is_some(),
+        "--runtime spin needs --spin PATH or SPIN_BIN"
+    );
     Ok(args)
 }
 
@@ -113,9 +138,28 @@ fn progress(message: std::fmt::Arguments<'_>) {
     eprintln!("[bench] {message}");
 }
 
+/// What serves the app: the test host in process, or a `spin up` child reached over HTTP.
+enum Served {
+    Host(App),
+    /// The process is held only to stop it when the bench ends.
+    Spin {
+        _process: SpinApp,
+        client: HttpApp,
+    },
+}
+
+impl Served {
+    async fn handle(&self, request: Request<Bytes>) -> Result<http::Response<Bytes>> {
+        match self {
+            Served::Host(app) => app.handle(request).await,
+            Served::Spin { client, .. } => client.call(request).await,
+        }
+    }
+}
+
 struct Bench {
     args: Args,
-    app: App,
+    app: Served,
     addr: SocketAddr,
     vars: HashMap<String, String>,
     db_url: String,
@@ -227,6 +271,8 @@ impl Bench {
             .uri(format!("http://127.0.0.1{path}"));
         if let Some(auth) = auth {
             request = request.header(header::AUTHORIZATION, auth);
+        } else {
+            request = request.header(APP_TOKEN_HEADER, APP_TOKEN);
         }
         let body = match body {
             Some(body) => {
@@ -278,6 +324,45 @@ impl Bench {
         Ok(published)
     }
 
+    /// How the writes' own publishing kept up, without any relay run: the outbox rows still
+    /// pending when the load stopped and [`CATCH_UP`] later, and the events the double took
+    /// per write and more than once.
+    async fn catch_up(&self, writes: i64) -> Result<String> {
+        let pending = || async {
+            Ok::<i64, anyhow::Error>(
+                self.admin
+                    .query_one(
+                        "select count(*) from outbox where delivered_at is null and dead_at is null",
+                        &[],
+                    )
+                    .await?
+                    .get(0),
+            )
+        };
+        let stopped = Instant::now();
+        let at_stop = pending().await?;
+        let mut left = at_stop;
+        while left > 0 && stopped.elapsed() < CATCH_UP {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            left = pending().await?;
+        }
+        let drained = if left == 0 {
+            format!("0 after {} ms", stopped.elapsed().as_millis())
+        } else {
+            format!("{left} after {} ms", CATCH_UP.as_millis())
+        };
+        let messages = self.dapr.messages();
+        let ids: std::collections::HashSet<String> = messages
+            .iter()
+            .filter_map(|m| m.body.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        Ok(format!(
+            "pending at stop {at_stop}, {drained}; {:.2} events per write, {} duplicates",
+            ids.len() as f64 / writes as f64,
+            messages.len() - ids.len()
+        ))
+    }
+
     fn users(&self, scenario: &str, concurrency: usize, side: &str) -> Vec<String> {
         (0..concurrency)
             .map(|w| format!("{}-{scenario}-{side}-c{concurrency}-w{w}", self.run))
@@ -296,7 +381,9 @@ fn request(
         .method(method)
         .uri(path)
         .header(header::HOST, "127.0.0.1");
-    if !auth.is_empty() {
+    if auth.is_empty() {
+        builder = builder.header(APP_TOKEN_HEADER, APP_TOKEN);
+    } else {
         builder = builder.header(header::AUTHORIZATION, auth);
     }
     if let Some(content_type) = content_type {
@@ -368,6 +455,7 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize) -> Result<()> {
             create_body(op),
         )
     });
+    let writes = (Bench::warmup(concurrency) + bench.requests(concurrency)) as i64;
     let app = bench
         .measure_http(
             bench.addr,
@@ -376,6 +464,7 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize) -> Result<()> {
             expect_status(StatusCode::CREATED),
         )
         .await?;
+    let catch_up = bench.catch_up(writes).await?;
     let published = bench.settle().await?;
 
     let floor_users = Arc::new(bench.users("create", concurrency, "floor"));
@@ -397,7 +486,8 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize) -> Result<()> {
         .boxed()
     });
     let floor = bench.measure_pg(concurrency, op).await?;
-    let note = format!("{published} events published to the double");
+    let note = format!("{catch_up}; {published} published in all");
+    progress(format_args!("create c={concurrency}: {catch_up}"));
     bench.record("create", concurrency, app, floor, note);
     Ok(())
 }
@@ -732,7 +822,7 @@ async fn median_ms(
 
 /// Per-request instantiation: the same cheap request with instance reuse (Spin's default)
 /// and with a fresh instance every time.
-async fn instantiation(bench: &Bench) -> Result<String> {
+async fn instantiation(bench: &Bench, app: &App) -> Result<String> {
     let fresh = App::load_with(
         &bench.args.manifest,
         bench.vars.clone(),
@@ -761,9 +851,9 @@ async fn instantiation(bench: &Bench) -> Result<String> {
                 .body(Bytes::new())
                 .unwrap_or_default()
         };
-        median_ms(&bench.app, 20, &make, status).await?;
+        median_ms(app, 20, &make, status).await?;
         median_ms(&fresh, 20, &make, status).await?;
-        let reused = median_ms(&bench.app, n, &make, status).await?;
+        let reused = median_ms(app, n, &make, status).await?;
         let fresh_ms = median_ms(&fresh, n, &make, status).await?;
         out.push_str(&format!(
             "| {label} | {} | {} | {} |\n",
@@ -846,6 +936,7 @@ fn app_vars(db_url: &str, dapr: &DaprDouble) -> Result<HashMap<String, String>> 
         ),
         ("db_password", password),
         ("jwt_secret", JWT_SECRET.to_owned()),
+        ("app_api_token", APP_TOKEN.to_owned()),
         ("dapr_host", dapr.host()),
         ("dapr_http_port", dapr.port().to_string()),
     ]
@@ -875,15 +966,35 @@ async fn main() -> Result<()> {
         idle_timeout: Duration::from_secs(600),
         ..ReuseConfig::default()
     };
-    let app = App::load_with(&args.manifest, vars.clone(), reuse)
+    let host = App::load_with(&args.manifest, vars.clone(), reuse)
         .context("loading the app (build the components first)")?;
-    let has_intake = app
+    let has_intake = host
         .routes()
         .iter()
         .any(|(_, component, _)| component == "event-intake");
-    let (addr, server) = app.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    tokio::spawn(server);
-    progress(format_args!("app listening on {addr}"));
+    let (app, addr) = match args.spin.clone().filter(|_| args.runtime == "spin") {
+        Some(spin) => {
+            let (manifest, vars) = (args.manifest.clone(), vars.clone());
+            let served =
+                tokio::task::spawn_blocking(move || SpinApp::start(&spin, &manifest, &vars))
+                    .await??;
+            let url = served.url();
+            let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
+            (
+                Served::Spin {
+                    _process: served,
+                    client: HttpApp::new(url),
+                },
+                addr,
+            )
+        }
+        None => {
+            let (addr, server) = host.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            tokio::spawn(server);
+            (Served::Host(host), addr)
+        }
+    };
+    progress(format_args!("app served by {} on {addr}", args.runtime));
 
     let mut bench = Bench {
         args,
@@ -956,13 +1067,18 @@ async fn main() -> Result<()> {
             scenario_subscribe(&mut bench, c, bare).await?;
         }
     }
-    let instantiation = instantiation(&bench).await?;
+    let instantiation = match &bench.app {
+        Served::Host(app) => instantiation(&bench, app).await?,
+        Served::Spin { .. } => {
+            "Not measured on Spin, whose instance reuse the bench cannot control.\n".to_owned()
+        }
+    };
     let sizes = wasm_sizes(&bench.args.manifest)?;
 
     bench
         .results
         .sort_by_key(|r| (order(&r.scenario), r.concurrency));
-    println!("## Results\n");
+    println!("## Results: {}\n", runtime_label(&bench));
     println!("Machine: {}", report::machine());
     println!("PostgreSQL: {db_facts}");
     println!(
@@ -980,6 +1096,20 @@ async fn main() -> Result<()> {
     println!("### Component sizes (release)\n\n{sizes}");
     println!("Total run time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn runtime_label(bench: &Bench) -> String {
+    match &bench.args.spin {
+        Some(spin) if bench.args.runtime == "spin" => {
+            let version = std::process::Command::new(spin)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_else(|_| "spin".to_owned());
+            format!("real Spin ({version})")
+        }
+        _ => "test host".to_owned(),
+    }
 }
 
 fn order(scenario: &str) -> usize {
