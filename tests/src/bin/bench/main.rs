@@ -327,13 +327,14 @@ impl Bench {
     /// How the writes' own publishing kept up, without any relay run: the outbox rows still
     /// pending when the load stopped and [`CATCH_UP`] later, and the events the double took
     /// per write and more than once.
-    async fn catch_up(&self, writes: i64) -> Result<String> {
+    async fn catch_up(&self, users: &[String], writes: i64) -> Result<String> {
         let pending = || async {
             Ok::<i64, anyhow::Error>(
                 self.admin
                     .query_one(
-                        "select count(*) from outbox where delivered_at is null and dead_at is null",
-                        &[],
+                        "select count(*) from outbox where user_id = any($1) \
+                         and delivered_at is null and dead_at is null",
+                        &[&users],
                     )
                     .await?
                     .get(0),
@@ -445,8 +446,9 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize) -> Result<()> {
             })
             .collect(),
     );
+    let writers = users.clone();
     let make: MakeRequest = Arc::new(move |w, op| {
-        let (user, token) = &users[w];
+        let (user, token) = &writers[w];
         request(
             Method::POST,
             &format!("/api/{user}/tasks"),
@@ -464,7 +466,8 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize) -> Result<()> {
             expect_status(StatusCode::CREATED),
         )
         .await?;
-    let catch_up = bench.catch_up(writes).await?;
+    let app_users: Vec<String> = users.iter().map(|(u, _)| u.clone()).collect();
+    let catch_up = bench.catch_up(&app_users, writes).await?;
     let published = bench.settle().await?;
 
     let floor_users = Arc::new(bench.users("create", concurrency, "floor"));
