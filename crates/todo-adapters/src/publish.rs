@@ -253,8 +253,9 @@ impl Publisher {
     ) -> Result<Round, ApiError> {
         let claimed = Instant::now();
         let mut round = Round::default();
-        for event in pending {
-            if !outbox::fits_in_lease(claimed.elapsed(), self.timeout * TIMEOUT_PHASES, LEASE) {
+        for (i, event) in pending.iter().enumerate() {
+            let timeout = self.timeout * TIMEOUT_PHASES;
+            if !outbox::may_publish(i == 0, claimed.elapsed(), timeout, LEASE) {
                 round.end.cut_short = true;
                 break;
             }

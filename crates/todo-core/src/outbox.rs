@@ -176,6 +176,14 @@ pub fn fits_in_lease(elapsed: Duration, timeout: Duration, lease: Duration) -> b
     elapsed + timeout + margin <= lease
 }
 
+/// Whether the next publish of a round may start: the round's first always may (the
+/// configuration check at start-up made sure one publish fits a fresh lease, and refusing it
+/// would leave a round that publishes nothing, going round again at once), a later one only
+/// if it [fits in the lease](fits_in_lease).
+pub fn may_publish(first: bool, elapsed: Duration, timeout: Duration, lease: Duration) -> bool {
+    first || fits_in_lease(elapsed, timeout, lease)
+}
+
 /// Whether a publisher goes round once more after a round: when a writer left its events to it
 /// (`recheck`), when the round read a full batch (more may be waiting), or when the round
 /// stopped early to stay inside its lease, unless the round failed (the head backs off) or the
@@ -263,6 +271,20 @@ mod tests {
             !fits_in_lease(Duration::ZERO, Duration::from_secs(30), lease),
             "a timeout as long as the lease never fits"
         );
+    }
+
+    #[test]
+    fn a_round_always_makes_its_first_publish() {
+        // 3 x 9 s plus the 3 s margin fill the 30 s lease exactly: the check at start-up
+        // accepts it, so a round must still publish once rather than stop before its first
+        // event, microseconds in, and go round again with nothing sent.
+        let lease = Duration::from_secs(30);
+        let timeout = Duration::from_secs(27);
+        let just_after = Duration::from_micros(1);
+        assert!(fits_in_lease(Duration::ZERO, timeout, lease));
+        assert!(!fits_in_lease(just_after, timeout, lease));
+        assert!(may_publish(true, just_after, timeout, lease));
+        assert!(!may_publish(false, just_after, timeout, lease));
     }
 
     #[test]
