@@ -16,38 +16,85 @@
 //! - A connection that failed at the connection level (closed, reset, server shutting down) is
 //!   marked broken and dropped, never given back; a statement error (a constraint, a type
 //!   mismatch) leaves the session usable.
-//! - At most [`MAX_IDLE`] wait per instance, well below Spin's per-URL pool size (64), so idle
-//!   connections held by instances cannot starve other components of the same app.
+//! - A connection waits at most [`IDLE_LIFETIME`], and at most [`MAX_IDLE`] wait per
+//!   instance. Spin's pool holds 64 connections per URL for the whole app, and an app runs as
+//!   many instances as its load needs: an instance that keeps connections while it serves
+//!   nothing takes them from instances that do, whose `Connection::open` then waits (Spin's
+//!   pool has no wait timeout) until the quiet instance retires. A sweeper task, running only
+//!   while something is idle, gives expired ones back.
 //! - When Spin retires the instance (after its last request, or idle for a second), the store
 //!   and with it every idle connection are dropped and go back to Spin's pool.
 
 use spin_sdk::pg::Connection;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 /// Idle connections one instance keeps.
 pub const MAX_IDLE: usize = 8;
+/// How long a connection may wait for the instance's next request. Back-to-back requests
+/// reuse it; an instance that falls quiet hands it back to Spin's pool soon after.
+pub const IDLE_LIFETIME: Duration = Duration::from_millis(100);
 
-thread_local! {
-    /// This instance's idle connections with their URLs, most recently used last. A component
-    /// instance runs on one thread, so this is per instance.
-    static IDLE: RefCell<Vec<(String, Connection)>> = const { RefCell::new(Vec::new()) };
+struct Idle {
+    url: String,
+    connection: Connection,
+    since: Instant,
 }
 
-/// An idle connection to `url`, if the instance has one.
+thread_local! {
+    /// This instance's idle connections, most recently used last. A component instance runs
+    /// on one thread, so this is per instance.
+    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+    /// Whether a sweeper task is running on this instance.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An idle connection to `url`, if the instance has one that has not expired.
 pub fn take(url: &str) -> Option<Connection> {
+    expire(Instant::now());
     IDLE.with_borrow_mut(|idle| {
-        let at = idle.iter().rposition(|(u, _)| u == url)?;
-        Some(idle.remove(at).1)
+        let at = idle.iter().rposition(|i| i.url == url)?;
+        Some(idle.remove(at).connection)
     })
 }
 
 /// Keeps `connection` for a later request, unless enough are idle already.
 pub fn give_back(url: String, connection: Connection) {
-    IDLE.with_borrow_mut(|idle| {
-        if idle.len() < MAX_IDLE {
-            idle.push((url, connection));
+    let kept = IDLE.with_borrow_mut(|idle| {
+        if idle.len() >= MAX_IDLE {
+            return false;
         }
+        idle.push(Idle {
+            url,
+            connection,
+            since: Instant::now(),
+        });
+        true
     });
+    if kept && !SWEEPING.replace(true) {
+        spin_sdk::wit_bindgen::spawn(sweep());
+    }
+}
+
+/// Drops expired idle connections until none is left idle, then ends.
+async fn sweep() {
+    let tick = u64::try_from(IDLE_LIFETIME.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        spin_sdk::wasip3::clocks::monotonic_clock::wait_for(tick).await;
+        if expire(Instant::now()) == 0 {
+            SWEEPING.set(false);
+            return;
+        }
+    }
+}
+
+/// Drops connections idle for longer than [`IDLE_LIFETIME`] at `now`, and returns how many
+/// stay idle.
+fn expire(now: Instant) -> usize {
+    IDLE.with_borrow_mut(|idle| {
+        idle.retain(|i| now.duration_since(i.since) <= IDLE_LIFETIME);
+        idle.len()
+    })
 }
 
 /// How many connections are idle (for tests and diagnostics).
