@@ -10,13 +10,21 @@ mod routes;
 
 use spin_sdk::http::{IntoResponse, Request};
 use todo_adapters::reply;
+use todo_core::prefer;
 
 /// Answers one request. Instances are reused across requests, serially and concurrently, so
 /// nothing here is kept in statics.
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
+    let minimal = prefer::wants_minimal(
+        req.headers()
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     match handlers::handle(req).await {
+        Ok(response) if minimal => reply::minimal(response),
         Ok(response) => response,
         Err(error) => reply::problem(&error, &path),
     }

@@ -68,3 +68,22 @@ pub fn problem(error: &ApiError, path: &str) -> Reply {
     }
     response
 }
+
+/// `reply` without its body, for a client that sent `Prefer: return=minimal`
+/// (`todo_core::prefer`): a 200 or 201 keeps its status and headers but the content ones, and
+/// says `Preference-Applied`. Other answers (problems, 204) are returned as they are.
+pub fn minimal(reply: Reply) -> Reply {
+    if !matches!(reply.status(), StatusCode::OK | StatusCode::CREATED) {
+        return reply;
+    }
+    let (mut parts, _) = reply.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    parts.headers.insert(
+        "preference-applied",
+        HeaderValue::from_static(todo_core::prefer::RETURN_MINIMAL),
+    );
+    Response::from_parts(parts, FullBody::new(Bytes::new()))
+}

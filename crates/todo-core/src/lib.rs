@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod intake;
 pub mod outbox;
+pub mod prefer;
 pub mod recurrence;
 pub mod reminders;
 pub mod series;

@@ -822,3 +822,56 @@ async fn title_pages_visit_each_task_once_whatever_the_case_rules() {
         "the crafted form is the real one"
     );
 }
+
+/// `Prefer: return=minimal` (RFC 7240): writes answer with their status, `Location` and `ETag`
+/// but no body; the write itself is the same, and errors keep their problem body.
+#[tokio::test]
+async fn prefer_return_minimal_answers_writes_without_a_body() {
+    let app = spawn_app().await;
+    let bearer = format!("Bearer {}", app.token());
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+        ("prefer", "return=minimal"),
+    ];
+    let path = app.tasks_path();
+    let created = app
+        .send(Method::POST, &path, &headers, r#"{"title":"Lean"}"#)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert!(created.body.is_empty(), "{}", created.text());
+    assert_eq!(created.header("content-length"), Some("0"));
+    assert_eq!(created.header("content-type"), None);
+    assert_eq!(created.header("preference-applied"), Some("return=minimal"));
+    let location = created.header("location").expect("Location").to_owned();
+    let etag = created.header("etag").expect("ETag").to_owned();
+    let id = location.rsplit('/').next().expect("an id").to_owned();
+
+    let stored = app.get_task(&id).await;
+    assert_eq!(stored.status, StatusCode::OK);
+    assert_eq!(stored.json()["title"], "Lean");
+    assert_eq!(stored.header("etag"), Some(etag.as_str()));
+
+    let patched = app
+        .send(
+            Method::PATCH,
+            &format!("{path}/{id}"),
+            &headers,
+            r#"{"priority":"high"}"#,
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert!(patched.body.is_empty());
+    assert_eq!(app.get_task(&id).await.json()["priority"], "high");
+
+    let refused = app
+        .send(Method::POST, &path, &headers, r#"{"title":""}"#)
+        .await;
+    refused.problem(422);
+    assert_eq!(refused.header("preference-applied"), None);
+    assert_eq!(
+        app.task_rows().await.len(),
+        1,
+        "the refused create wrote nothing"
+    );
+}
