@@ -15,6 +15,10 @@ LISTEN=${LISTEN:-127.0.0.1:3000}
 # The HS256 key of this run: a fresh random one unless JWT_SECRET is given (the app refuses
 # secrets shorter than 32 bytes or containing "change-me").
 JWT_SECRET=${JWT_SECRET:-$(openssl rand -base64 48 | tr -d '\n')}
+# The token the sidecar presents on the routes only it calls (/dapr/subscribe, /api/events/...,
+# /outbox-relay, /reminder-sweep): without one those routes refuse every call. Random per run
+# unless APP_API_TOKEN is given; give the same value to the sidecar (dapr run's APP_API_TOKEN).
+APP_API_TOKEN=${APP_API_TOKEN:-$(openssl rand -hex 32)}
 
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_rust_targets
@@ -40,11 +44,14 @@ for name, value in [("DB_HOST", u.hostname or "127.0.0.1"), ("DB_PORT", str(u.po
 PY
 )"
 export SPIN_VARIABLE_JWT_SECRET=$JWT_SECRET
+export SPIN_VARIABLE_APP_API_TOKEN=$APP_API_TOKEN
 export SPIN_VARIABLE_DAPR_HOST=${DAPR_HOST:-127.0.0.1}
 export SPIN_VARIABLE_DAPR_HTTP_PORT=${DAPR_HTTP_PORT:-3500}
 
 log "a token for user alice (valid 24 h):"
 echo "export TOKEN=$(mint_token alice "$JWT_SECRET")"
+log "the app token the sidecar presents (header dapr-api-token):"
+echo "export APP_TOKEN=$APP_API_TOKEN"
 
 if command -v spin >/dev/null; then
   spin build
