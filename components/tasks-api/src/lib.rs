@@ -19,7 +19,7 @@ async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
     let minimal = prefer::wants_minimal(
         req.headers()
-            .get_all("prefer")
+            .get_all(prefer::PREFER)
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );

@@ -16,7 +16,8 @@
 //! - A connection that failed at the connection level (closed, reset, server shutting down) is
 //!   marked broken and dropped, never given back; a statement error (a constraint, a type
 //!   mismatch) leaves the session usable.
-//! - A connection waits at most [`IDLE_LIFETIME`], and at most [`MAX_IDLE`] wait per
+//! - A connection waits about [`IDLE_LIFETIME`] (at most twice that, by the sweeper's tick),
+//!   and at most [`MAX_IDLE`] wait per
 //!   instance. Spin's pool holds 64 connections per URL for the whole app, and an app runs as
 //!   many instances as its load needs: an instance that keeps connections while it serves
 //!   nothing takes them from instances that do, whose `Connection::open` then waits (Spin's
@@ -49,9 +50,9 @@ thread_local! {
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// An idle connection to `url`, if the instance has one that has not expired.
+/// An idle connection to `url`, if the instance has one. One the sweeper has not reached yet
+/// is as good as a younger one: the lifetime bounds how long a quiet instance holds it.
 pub fn take(url: &str) -> Option<Connection> {
-    expire(Instant::now());
     IDLE.with_borrow_mut(|idle| {
         let at = idle.iter().rposition(|i| i.url == url)?;
         Some(idle.remove(at).connection)

@@ -253,8 +253,8 @@ impl Publisher {
     ) -> Result<Round, ApiError> {
         let claimed = Instant::now();
         let mut round = Round::default();
+        let timeout = self.timeout * TIMEOUT_PHASES;
         for (i, event) in pending.iter().enumerate() {
-            let timeout = self.timeout * TIMEOUT_PHASES;
             if !outbox::may_publish(i == 0, claimed.elapsed(), timeout, LEASE) {
                 round.end.cut_short = true;
                 break;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use spin_sdk::http::FullBody;
 use todo_core::error::{ApiError, PROBLEM_JSON};
+use todo_core::prefer;
 
 pub type Reply = Response<FullBody<Bytes>>;
 
@@ -70,7 +71,7 @@ pub fn problem(error: &ApiError, path: &str) -> Reply {
 }
 
 /// `reply` without its body, for a client that sent `Prefer: return=minimal`
-/// (`todo_core::prefer`): a 200 or 201 keeps its status and headers but the content ones, and
+/// ([`prefer`]): a 200 or 201 keeps its status and headers but the content ones, and
 /// says `Preference-Applied`. Other answers (problems, 204) are returned as they are.
 pub fn minimal(reply: Reply) -> Reply {
     if !matches!(reply.status(), StatusCode::OK | StatusCode::CREATED) {
@@ -82,8 +83,8 @@ pub fn minimal(reply: Reply) -> Reply {
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     parts.headers.insert(
-        "preference-applied",
-        HeaderValue::from_static(todo_core::prefer::RETURN_MINIMAL),
+        prefer::PREFERENCE_APPLIED,
+        HeaderValue::from_static(prefer::RETURN_MINIMAL),
     );
     Response::from_parts(parts, FullBody::new(Bytes::new()))
 }

@@ -3,6 +3,10 @@
 //! headers stay, so a client that wants the task can still `GET` it; the body goes, which also
 //! lets the answer leave as one TCP segment (BENCHMARKS.md, "The 40 ms stall").
 
+/// The request header a client states its preferences in.
+pub const PREFER: &str = "prefer";
+/// The response header that says which preferences were honoured.
+pub const PREFERENCE_APPLIED: &str = "preference-applied";
 /// Value of `Preference-Applied` when the body was left out.
 pub const RETURN_MINIMAL: &str = "return=minimal";
 
