@@ -14,7 +14,7 @@ use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Topic, Work};
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
-use todo_core::tasks::time;
+use todo_core::tasks::{store, time};
 use uuid::Uuid;
 
 pub async fn handle(req: Request) -> Result<Reply, ApiError> {
@@ -93,12 +93,15 @@ async fn read_body(req: Request) -> Result<Bytes, Ack> {
     }
 }
 
-/// Carries out what the delivery causes. Only a next occurrence touches the database.
+/// How often the intake reads the completed task again when it changed between read and write.
+const READ_ATTEMPTS: usize = 3;
+
+/// Carries out what the delivery causes. Only a completion of a recurring task touches the
+/// database: the stored task, not the event, decides whether a next occurrence follows.
 async fn act(delivery: &Delivery) -> Result<(), ApiError> {
-    let now = time::now();
-    let next = match intake::plan(delivery, Uuid::now_v7(), now) {
-        Work::Acknowledge(_) => return Ok(()),
-        Work::CreateNext(next) => next,
+    let (user_id, task_id) = match intake::plan(delivery) {
+        Work::ReadTask { user_id, task_id } => (user_id, task_id),
+        Work::Acknowledge(_) | Work::CreateNext(_) => return Ok(()),
     };
     let events = EventContext {
         source: vars::get("event_source").await?,
@@ -109,31 +112,63 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         topic: vars::get("topic_reminders").await?,
         ..events.clone()
     };
-    // The new occurrence's reminder, carried over from the completed task, is scheduled in
-    // the same statement that creates it.
-    let mut rows = vec![events.created(&next, now)];
-    rows.extend(reminders.reminder_changes(None, Some(&next), now));
     let db_url = vars::get("db_url").await?;
     let db = Db::open(&db_url).await?;
-    let statement = intake::record_next_occurrence(&delivery.key, &next, &rows);
-    let written = db.rows(statement).await?;
-    let (processed, created) = match written.first().map(Vec::as_slice) {
-        Some([DbValue::Int64(processed), DbValue::Int64(created)]) => (*processed, *created),
-        other => {
-            return Err(ApiError::internal(format!(
-                "recording a next occurrence returned {other:?}"
-            )));
+    for _ in 0..READ_ATTEMPTS {
+        let now = time::now();
+        let Some(stored) = db.tasks(store::get(&user_id, task_id)).await?.pop() else {
+            nothing_to_do(delivery, intake::next_occurrence(None, Uuid::nil(), now));
+            return Ok(());
+        };
+        let next = match intake::next_occurrence(Some(&stored), Uuid::now_v7(), now) {
+            Work::CreateNext(next) => next,
+            other => {
+                nothing_to_do(delivery, other);
+                return Ok(());
+            }
+        };
+        // The new occurrence's reminder, carried over from the completed task, is scheduled
+        // in the same statement that creates it.
+        let mut rows = vec![events.created(&next, now)];
+        rows.extend(reminders.reminder_changes(None, Some(&next), now));
+        let statement = intake::record_next_occurrence(&delivery.key, &stored, &next, &rows);
+        let written = db.rows(statement).await?;
+        let counts = match written.first().map(Vec::as_slice) {
+            Some(
+                [
+                    DbValue::Int64(source),
+                    DbValue::Int64(processed),
+                    DbValue::Int64(created),
+                ],
+            ) => (*source, *processed, *created),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "recording a next occurrence returned {other:?}"
+                )));
+            }
+        };
+        match counts {
+            // The task changed since it was read: read it again.
+            (0, _, _) => continue,
+            (_, _, 1) => publish::before_response(db, next.user_id.clone()).await,
+            (_, 1, _) => println!(
+                "occurrence {} of series {} exists already; event {} changed nothing",
+                next.occurrence, next.series_id, delivery.key.id
+            ),
+            _ => {}
         }
-    };
-    if created == 1 {
-        publish::before_response(db, next.user_id.clone()).await;
-    } else if processed == 1 {
-        println!(
-            "occurrence {} of series {} exists already; event {} changed nothing",
-            next.occurrence, next.series_id, delivery.key.id
-        );
+        return Ok(());
     }
-    Ok(())
+    Err(ApiError::Conflict {
+        detail: format!("task {task_id} kept changing while its completion was handled"),
+    })
+}
+
+/// Logs why a completion created nothing; the delivery is acknowledged.
+fn nothing_to_do(delivery: &Delivery, work: Work) {
+    if let Work::Acknowledge(reason) = work {
+        println!("event {}: nothing written, {reason}", delivery.key.id);
+    }
 }
 
 /// Dapr's answer: a 2xx with an empty body means SUCCESS, a 200 with `{"status": ...}` says

@@ -21,9 +21,12 @@
 //! - `SUCCESS` otherwise, including events handled before.
 //!
 //! # What events cause
-//! Only `task.completed` of a completed recurring task does something: it creates the next
-//! occurrence (see `series`) and its `task.created` event, in one statement with the
-//! `processed_events` marker of the event ([`record_next_occurrence`]). Every other event is
+//! Only `task.completed` of a completed recurring task does something: the intake reads the
+//! task it names (scoped by the event's user), and only if that task exists and is still
+//! completed and recurring ([`next_occurrence`]) creates the next occurrence from the stored row
+//! (see `series`) and its `task.created` event, in one statement with the `processed_events`
+//! marker of the event, guarded by the version read ([`record_next_occurrence`]). The event's
+//! own copy of the task is never trusted: anyone able to publish to the topic could forge it. Every other event is
 //! acknowledged without touching the database, and so leaves no marker: there is nothing to
 //! de-duplicate. The engine only ever emits `task.created` (and `reminder.scheduled` when the
 //! next occurrence carries a reminder), which causes no work, so it cannot loop. Reminder
@@ -463,13 +466,17 @@ fn into_task(data: TaskData, user: &UserId) -> Result<Task, Rejected> {
 pub enum Work {
     /// Nothing: acknowledge it. The reason is for the log.
     Acknowledge(&'static str),
+    /// A completion of a recurring task: read the task (scoped by the event's user), whose
+    /// stored row decides ([`next_occurrence`]). The event names the task; it is not trusted
+    /// for anything else.
+    ReadTask { user_id: String, task_id: Uuid },
     /// Create this task, the next occurrence of a completed recurring task.
     CreateNext(Box<Task>),
 }
 
-/// Decides what `delivery` causes. `id` and `now` are the id and creation time of a task it
-/// creates.
-pub fn plan(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
+/// Decides from the event alone what `delivery` causes: most events nothing, a completion of
+/// a recurring task a look at the stored task.
+pub fn plan(delivery: &Delivery) -> Work {
     match &delivery.event {
         IncomingEvent::Reminder => Work::Acknowledge("reminder events are for notifiers"),
         IncomingEvent::TaskChanged { .. } => Work::Acknowledge("no work for this type"),
@@ -479,7 +486,25 @@ pub fn plan(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
         IncomingEvent::TaskCompleted(task) if task.recurrence.is_none() => {
             Work::Acknowledge("the task does not recur")
         }
-        IncomingEvent::TaskCompleted(task) => match series::next_occurrence(task, id, now) {
+        IncomingEvent::TaskCompleted(task) => Work::ReadTask {
+            user_id: task.user_id.clone(),
+            task_id: task.id,
+        },
+    }
+}
+
+/// Decides from the stored row of the task a completion names, `None` when the event's user
+/// has no such task: the next occurrence, with id `id` and created at `now`, follows only a
+/// task that exists and is still completed and recurring. So an event published by someone
+/// else, or one delivered after the task was re-opened or deleted, creates nothing.
+pub fn next_occurrence(stored: Option<&Task>, id: Uuid, now: DateTime<Utc>) -> Work {
+    match stored {
+        None => Work::Acknowledge("the event's user has no such task (deleted, or never was)"),
+        Some(task) if !task.completed => {
+            Work::Acknowledge("the task is no longer completed (re-opened since)")
+        }
+        Some(task) if task.recurrence.is_none() => Work::Acknowledge("the task no longer recurs"),
+        Some(task) => match series::next_occurrence(task, id, now) {
             Some(next) => Work::CreateNext(Box::new(next)),
             None => Work::Acknowledge("the series has ended"),
         },
@@ -488,22 +513,40 @@ pub fn plan(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
 
 /// Records `key` as processed and, only if it was not processed before, inserts `next` with
 /// its events; the task is skipped when its series already has that occurrence. One
-/// statement, so the marker and its effect commit together.
+/// statement, so the marker and its effect commit together. All of it happens only while
+/// `source`, the completed task `next` follows, is as it was read (same version, still
+/// completed): a change in between (re-opened, deleted, edited, a reminder firing) makes the
+/// statement write nothing, and the intake reads the task again.
 ///
-/// Returns one row: `(markers inserted, tasks inserted)`, each 0 or 1. `(0, 0)`: the event
-/// was handled before. `(1, 0)`: another event (an earlier completion of the same task)
-/// created this occurrence already.
-pub fn record_next_occurrence(key: &EventKey, next: &Task, events: &[OutboxRow]) -> Statement {
-    let mut sql =
-        Builder::new("with processed as (insert into processed_events (source, event_id) values (");
-    let source = sql.typed(SqlValue::Text(key.source.clone()), "text");
+/// Returns one row: `(source unchanged, markers inserted, tasks inserted)`, each 0 or 1.
+/// `(1, 0, 0)`: the event was handled before. `(1, 1, 0)`: another event (an earlier
+/// completion of the same task) created this occurrence already. `(0, 0, 0)`: read again.
+pub fn record_next_occurrence(
+    key: &EventKey,
+    source: &Task,
+    next: &Task,
+    events: &[OutboxRow],
+) -> Statement {
+    let mut sql = Builder::new("with source as (select 1 from tasks where id = ");
+    let task = sql.typed(SqlValue::Uuid(source.id), "uuid");
+    let user = sql.typed(SqlValue::Text(source.user_id.clone()), "text");
+    let version = sql.typed(SqlValue::Int64(source.version), "int8");
+    sql.push(&format!(
+        "{task} and user_id = {user} and version = {version} and completed), \
+         processed as (insert into processed_events (source, event_id) select "
+    ));
+    let event_source = sql.typed(SqlValue::Text(key.source.clone()), "text");
     let id = sql.typed(SqlValue::Text(key.id.clone()), "text");
     sql.push(&format!(
-        "{source}, {id}) on conflict (source, event_id) do nothing returning 1), "
+        "{event_source}, {id} where exists (select 1 from source) \
+         on conflict (source, event_id) do nothing returning 1), "
     ));
     store::push_insert(&mut sql, next, Some("processed"));
     store::push_outbox(&mut sql, events);
-    sql.push(" select (select count(*) from processed), (select count(*) from written)");
+    sql.push(
+        " select (select count(*) from source), (select count(*) from processed), \
+         (select count(*) from written)",
+    );
     sql.build()
 }
 
@@ -529,6 +572,16 @@ mod tests {
             source: "/todo-spin/tasks".into(),
             topic: "tasks".into(),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        }
+    }
+
+    /// `plan`, with the event's own copy of the task standing in for the stored row.
+    fn plan_event(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
+        match (plan(delivery), &delivery.event) {
+            (Work::ReadTask { .. }, IncomingEvent::TaskCompleted(task)) => {
+                next_occurrence(Some(task), id, now)
+            }
+            (work, _) => work,
         }
     }
 
@@ -838,7 +891,7 @@ mod tests {
             let delivery = parse(Topic::Reminders, None, &body(&event(kind))).expect(kind);
             assert_eq!(delivery.event, IncomingEvent::Reminder);
             assert_eq!(
-                plan(&delivery, Uuid::nil(), now()),
+                plan_event(&delivery, Uuid::nil(), now()),
                 Work::Acknowledge("reminder events are for notifiers")
             );
         }
@@ -852,7 +905,7 @@ mod tests {
         let (done, completed) = completed_event();
         let id = Uuid::now_v7();
         let delivery = tasks(&completed).expect("valid");
-        let Work::CreateNext(next) = plan(&delivery, id, now()) else {
+        let Work::CreateNext(next) = plan_event(&delivery, id, now()) else {
             panic!("no next occurrence");
         };
         assert_eq!(next.id, id);
@@ -876,14 +929,14 @@ mod tests {
             .clone();
         let delivery = tasks(&event).expect("valid");
         assert_eq!(
-            plan(&delivery, id, now()),
+            plan_event(&delivery, id, now()),
             Work::Acknowledge("the task was re-opened")
         );
 
         let created = context().created(&next, now()).event;
         let delivery = tasks(&created).expect("valid");
         assert!(
-            matches!(plan(&delivery, id, now()), Work::Acknowledge(_)),
+            matches!(plan_event(&delivery, id, now()), Work::Acknowledge(_)),
             "what the engine emits causes no further work"
         );
     }
@@ -903,7 +956,7 @@ mod tests {
             .event
             .clone();
         let delivery = tasks(&event).expect("valid");
-        let Work::CreateNext(next) = plan(&delivery, Uuid::now_v7(), now()) else {
+        let Work::CreateNext(next) = plan_event(&delivery, Uuid::now_v7(), now()) else {
             panic!("no next occurrence");
         };
         assert_eq!(
@@ -949,7 +1002,7 @@ mod tests {
             event["data"].as_object_mut().map(|m| m.remove(field));
         }
         let delivery = tasks(&event).expect("valid");
-        let Work::CreateNext(next) = plan(&delivery, Uuid::now_v7(), now()) else {
+        let Work::CreateNext(next) = plan_event(&delivery, Uuid::now_v7(), now()) else {
             panic!("no next occurrence");
         };
         assert_eq!((next.series_id, next.occurrence), (done.id, 1));
@@ -961,18 +1014,23 @@ mod tests {
 
     #[test]
     fn the_next_occurrence_statement_is_one_guarded_write() {
-        let (_, completed) = completed_event();
+        let (done, completed) = completed_event();
         let delivery = tasks(&completed).expect("valid");
-        let Work::CreateNext(next) = plan(&delivery, Uuid::now_v7(), now()) else {
+        let Work::CreateNext(next) = plan_event(&delivery, Uuid::now_v7(), now()) else {
             panic!("no next occurrence");
         };
         let events = [context().created(&next, now())];
-        let statement = record_next_occurrence(&delivery.key, &next, &events);
+        let statement = record_next_occurrence(&delivery.key, &done, &next, &events);
         let sql = &statement.sql;
         assert!(
-            sql.starts_with("with processed as (insert into processed_events"),
+            sql.starts_with("with source as (select 1 from tasks where id = $1::uuid and user_id = $2::text and version = $3::int8 and completed)"),
             "{sql}"
         );
+        assert!(
+            sql.contains("processed as (insert into processed_events (source, event_id) select"),
+            "{sql}"
+        );
+        assert!(sql.contains("where exists (select 1 from source)"), "{sql}");
         assert!(
             sql.contains("on conflict (source, event_id) do nothing returning 1"),
             "{sql}"
@@ -994,10 +1052,50 @@ mod tests {
             .take_while(|n| sql.contains(&format!("${n}")))
             .count();
         assert_eq!(placeholders, statement.params.len());
+        assert_eq!(statement.params[0], SqlValue::Uuid(done.id));
         assert_eq!(
-            statement.params[0],
+            statement.params[3],
             SqlValue::Text("/todo-spin/tasks".into())
         );
+    }
+
+    /// The stored row decides, not the event: a completion whose task is gone, re-opened or no
+    /// longer recurring creates nothing, and the event alone only ever asks to read the task.
+    #[test]
+    fn the_stored_task_decides_whether_a_next_occurrence_follows() {
+        let (done, completed) = completed_event();
+        let delivery = tasks(&completed).expect("valid");
+        assert_eq!(
+            plan(&delivery),
+            Work::ReadTask {
+                user_id: done.user_id.clone(),
+                task_id: done.id
+            }
+        );
+        let id = Uuid::now_v7();
+        assert!(matches!(
+            next_occurrence(None, id, now()),
+            Work::Acknowledge(why) if why.contains("no such task")
+        ));
+        let mut reopened = done.clone();
+        reopened.completed = false;
+        assert!(matches!(
+            next_occurrence(Some(&reopened), id, now()),
+            Work::Acknowledge(why) if why.contains("no longer completed")
+        ));
+        let mut one_off = done.clone();
+        one_off.recurrence = None;
+        assert!(matches!(
+            next_occurrence(Some(&one_off), id, now()),
+            Work::Acknowledge(why) if why.contains("no longer recurs")
+        ));
+        // The stored row's fields, not the event's, go into the next occurrence.
+        let mut edited = done.clone();
+        edited.title = "Edited since".to_owned();
+        let Work::CreateNext(next) = next_occurrence(Some(&edited), id, now()) else {
+            panic!("a next occurrence");
+        };
+        assert_eq!((next.id, next.title.as_str()), (id, "Edited since"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! to the sidecar double, the double delivers to the intake as Dapr would, and the recurrence
 //! engine's effects are checked in PostgreSQL.
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_var, unused_port};
+use crate::helpers::{
+    TestApp, new_user, spawn_app, spawn_app_with, spawn_app_with_var, unused_port,
+};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -418,6 +420,87 @@ async fn uncompleting_and_completing_again_does_not_create_a_second_next_occurre
     let rows = series_rows(&app, id).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[1].4.as_deref(), Some("2026-02-15T10:00:00Z"));
+}
+
+/// The stored task decides, not the event: a completion delivered after the task was
+/// re-opened or deleted creates nothing, and is acknowledged.
+#[tokio::test]
+async fn a_completion_delivered_after_the_task_was_reopened_or_deleted_creates_nothing() {
+    let app = spawn_app().await;
+    let recurring = json!({"title": "Laundry", "due_at": "2026-03-02T18:00:00Z",
+                           "recurrence": {"frequency": "weekly"}});
+    let (reopened, completed_then_reopened) = complete_recurring(&app, recurring.clone()).await;
+    let reopened_id = id_of(&reopened);
+    let response = app
+        .complete(&reopened_id.to_string(), Some(json!({"completed": false})))
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let (deleted, completed_then_deleted) = complete_recurring(&app, recurring).await;
+    let deleted_id = id_of(&deleted);
+    assert_eq!(
+        app.delete_task(&deleted_id.to_string()).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    for event in [&completed_then_reopened, &completed_then_deleted] {
+        assert_success(&deliver(&app, &app.dapr, "tasks", event).await);
+        assert_eq!(processed_markers(&app, event).await, 0, "nothing was done");
+    }
+    assert_eq!(series_rows(&app, reopened_id).await.len(), 1);
+    assert!(series_rows(&app, deleted_id).await.is_empty());
+    let rows = app.task_rows().await;
+    assert_eq!(rows.len(), 1, "only the re-opened task: {rows:?}");
+    assert!(!rows[0].2);
+}
+
+/// Whoever can publish to the topic cannot create tasks: an event naming another user's task,
+/// or a task that never existed, writes nothing; an event whose copy of the task was altered
+/// makes the next occurrence from the stored row.
+#[tokio::test]
+async fn forged_completions_create_nothing_and_altered_ones_copy_the_stored_row() {
+    let app = spawn_app().await;
+    let (task, completed) = complete_recurring(
+        &app,
+        json!({"title": "Pay rent", "due_at": "2026-03-01T09:00:00Z",
+               "recurrence": {"frequency": "monthly"}}),
+    )
+    .await;
+    let series = id_of(&task);
+    let mallory = app.as_user(&new_user());
+
+    // The victim's task, claimed for another user (the partition key names the event's user).
+    let mut stolen = completed.clone();
+    stolen["id"] = json!(Uuid::now_v7().to_string());
+    stolen["partitionkey"] = json!(mallory.user);
+    // A task that was never stored.
+    let mut invented = completed.clone();
+    let ghost = Uuid::now_v7();
+    invented["id"] = json!(Uuid::now_v7().to_string());
+    invented["subject"] = json!(ghost.to_string());
+    invented["data"]["task_id"] = json!(ghost.to_string());
+    invented["data"]["task"]["id"] = json!(ghost.to_string());
+    invented["data"]["task"]["series_id"] = json!(ghost.to_string());
+    for event in [&stolen, &invented] {
+        assert_success(&deliver(&app, &app.dapr, "tasks", event).await);
+        assert_eq!(processed_markers(&app, event).await, 0);
+    }
+    assert!(
+        mallory.task_rows().await.is_empty(),
+        "nothing for the forger"
+    );
+    assert_eq!(series_rows(&app, series).await.len(), 1);
+
+    // The real task with an altered copy: the next occurrence is the stored task's.
+    let mut altered = completed.clone();
+    altered["id"] = json!(Uuid::now_v7().to_string());
+    altered["data"]["task"]["title"] = json!("Pay mallory");
+    altered["data"]["task"]["priority"] = json!("high");
+    assert_success(&deliver(&app, &app.dapr, "tasks", &altered).await);
+    let rows = series_rows(&app, series).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].2, "Pay rent");
+    let next = app.get_task(&rows[1].1.to_string()).await.json();
+    assert_eq!(next["priority"], "medium", "{next}");
 }
 
 #[tokio::test]

@@ -81,15 +81,56 @@ pub fn token(user: &str, secret: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// A copy of a `task.completed` event about another, fresh series: a new event id, and the
-/// completed task's id (which is also its series id) replaced everywhere, so each copy makes
-/// the intake create one next occurrence.
-pub fn fresh_completion(template: &Value, task_id: &str) -> Value {
-    let new_task = Uuid::now_v7().to_string();
+/// A copy of a `task.completed` event about another stored task, `new_task` (a copy of the
+/// completed task made by `clone_completed`): a new event id, and the completed task's id
+/// (which is also its series id) replaced everywhere, so each copy makes the intake create one
+/// next occurrence.
+pub fn fresh_completion(template: &Value, task_id: &str, new_task: Uuid) -> Value {
     let mut event = template.clone();
-    replace_strings(&mut event, task_id, &new_task);
+    replace_strings(&mut event, task_id, &new_task.to_string());
     event["id"] = Value::String(Uuid::now_v7().to_string());
     event
+}
+
+/// The id of the completed task operation `op` delivers a completion of, among copies made
+/// for one scenario (`prefix`).
+pub fn completed_copy(prefix: u64, op: usize) -> Uuid {
+    Uuid::from_u64_pair(prefix, op as u64)
+}
+
+/// Copies the stored, completed task `task_id` of `user` once per id, each its own series
+/// (the intake acts only on a completion whose task is stored and still completed).
+pub async fn clone_completed(
+    client: &tokio_postgres::Client,
+    user: &str,
+    task_id: Uuid,
+    ids: &[Uuid],
+) -> anyhow::Result<u64> {
+    let columns: Vec<String> = client
+        .query(
+            "select column_name from information_schema.columns where table_name = 'tasks' \
+             and is_generated = 'NEVER' order by ordinal_position",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| match column.as_str() {
+            "id" => "copy.id".to_owned(),
+            "series_id" => "null".to_owned(),
+            other => format!("t.{other}"),
+        })
+        .collect();
+    let sql = format!(
+        "insert into tasks ({}) select {} from tasks t, unnest($1::uuid[]) as copy(id) \
+         where t.id = $2 and t.user_id = $3",
+        columns.join(", "),
+        values.join(", ")
+    );
+    Ok(client.execute(&sql, &[&ids, &task_id, &user]).await?)
 }
 
 fn replace_strings(value: &mut Value, from: &str, to: &str) {

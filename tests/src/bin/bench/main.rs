@@ -703,11 +703,20 @@ async fn next_occurrences(bench: &Bench, user: &str) -> Result<i64> {
 async fn scenario_intake(bench: &mut Bench, concurrency: usize) -> Result<()> {
     let user = format!("{}-intake-c{concurrency}", bench.run);
     let (template, task_id) = completion_template(bench, &user).await?;
+    // One stored completed task per operation of the app's and the floor's runs.
+    let prefix = Uuid::now_v7().as_u64_pair().1;
+    let first = bench.next_op;
+    let total = 2 * (Bench::warmup(concurrency) + bench.requests(concurrency));
+    let copies: Vec<Uuid> = (first..first + total)
+        .map(|op| data::completed_copy(prefix, op))
+        .collect();
+    let original = Uuid::parse_str(&task_id)?;
+    data::clone_completed(&bench.admin, &user, original, &copies).await?;
     bench.settle().await?;
     let template = Arc::new((template, task_id));
     let t = template.clone();
-    let make: MakeRequest = Arc::new(move |_, _| {
-        let event = data::fresh_completion(&t.0, &t.1);
+    let make: MakeRequest = Arc::new(move |_, op| {
+        let event = data::fresh_completion(&t.0, &t.1, data::completed_copy(prefix, op));
         request(
             Method::POST,
             "/api/events/tasks",
@@ -732,29 +741,36 @@ async fn scenario_intake(bench: &mut Bench, concurrency: usize) -> Result<()> {
     let published = bench.settle().await?;
 
     let events = bench.events.clone();
-    let op: PgOp = Arc::new(move |client, _, _| {
-        let body = data::fresh_completion(&template.0, &template.1).to_string();
+    let op: PgOp = Arc::new(move |client, _, op| {
+        let copy = data::completed_copy(prefix, op);
+        let body = data::fresh_completion(&template.0, &template.1, copy).to_string();
         let events = events.clone();
         async move {
             let delivery = intake::parse(Topic::Tasks, Some(CLOUDEVENTS_JSON), body.as_bytes())
                 .map_err(api)?;
             let now = time::now();
-            let Work::CreateNext(next) = intake::plan(&delivery, Uuid::now_v7(), now) else {
+            let Work::ReadTask { user_id, task_id } = intake::plan(&delivery) else {
                 bail!("the event causes no work");
+            };
+            let stored = floor::tasks(&client, &store::get(&user_id, task_id))
+                .await?
+                .pop()
+                .context("the completed copy is stored")?;
+            let Work::CreateNext(next) =
+                intake::next_occurrence(Some(&stored), Uuid::now_v7(), now)
+            else {
+                bail!("the stored task causes no work");
             };
             let events = EventContext {
                 traceparent: delivery.traceparent.clone(),
                 ..events
             };
             let rows = [events.created(&next, now)];
-            let statement = intake::record_next_occurrence(&delivery.key, &next, &rows);
+            let statement = intake::record_next_occurrence(&delivery.key, &stored, &next, &rows);
             let result = floor::run(&client, &statement).await?;
             let row = result.first().context("no result row")?;
-            let (processed, inserted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-            ensure!(
-                (processed, inserted) == (1, 1),
-                "recorded ({processed}, {inserted})"
-            );
+            let counts: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            ensure!(counts == (1, 1, 1), "recorded {counts:?}");
             Ok(())
         }
         .boxed()
