@@ -17,6 +17,7 @@ use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
+use todo_core::tasks::idempotency;
 use todo_core::{intake, outbox};
 
 /// Users served per call and events per user per round: bounded so one call stays short; the
@@ -45,6 +46,8 @@ struct Summary {
     dead: i64,
     pruned_outbox: u64,
     pruned_processed: u64,
+    /// Idempotency keys past their lifetime.
+    pruned_idempotency_keys: u64,
 }
 
 #[spin_sdk::http_service]
@@ -99,5 +102,6 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
     summary.pruned_processed = db
         .execute(intake::prune_processed(PROCESSED_RETENTION_DAYS))
         .await?;
+    summary.pruned_idempotency_keys = db.execute(idempotency::prune()).await?;
     Ok(reply::json(StatusCode::OK, &summary))
 }

@@ -12,6 +12,7 @@ use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
+use todo_core::tasks::idempotency::{self, IdempotencyKey};
 use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
 use uuid::Uuid;
 
@@ -71,7 +72,12 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     let (reply, wrote) = match action {
         Action::List => (list_tasks(&ctx, &query).await?, false),
         Action::Get(id) => (get_task(&ctx, id).await?, false),
-        Action::Create => (create_task(&ctx, &json_body(req).await?).await?, true),
+        Action::Create => {
+            let key = header(req.headers(), idempotency::HEADER)
+                .map(IdempotencyKey::parse)
+                .transpose()?;
+            create_task(&ctx, &json_body(req).await?, key).await?
+        }
         Action::Replace(id) => {
             let changes = tasks::parse_replace(&json_body(req).await?)?;
             update_task(&ctx, id, |_| Ok(changes.clone())).await?
@@ -117,18 +123,71 @@ async fn get_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
     Ok(with_etag(reply::json(StatusCode::OK, &task), &task))
 }
 
-async fn create_task(ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiError> {
+/// Inserts a task. Under an `Idempotency-Key` the insert claims the key in the same statement,
+/// and a key already used answers with the first answer (`tasks::idempotency`). Returns the
+/// reply and whether anything was written.
+async fn create_task(
+    ctx: &Ctx,
+    body: &[u8],
+    key: Option<IdempotencyKey>,
+) -> Result<(Reply, bool), ApiError> {
     let changes = tasks::parse_create(body)?;
     let now = time::now();
     let task = Task::create(Uuid::now_v7(), &ctx.user, changes, now);
     let mut events = vec![ctx.events.created(&task, now)];
     events.extend(ctx.reminders.reminder_changes(None, Some(&task), now));
-    ctx.db.count(store::insert(&task, &events)).await?;
-    let mut response = with_etag(reply::json(StatusCode::CREATED, &task), &task);
-    if let Ok(location) = HeaderValue::from_str(&format!("{}/{}", ctx.location, task.id)) {
+    let answer = serde_json::to_string(&task)
+        .map_err(|e| ApiError::internal(format!("serializing a task: {e}")))?;
+    let etag = task.etag();
+    let Some(key) = key else {
+        ctx.db.count(store::insert(&task, &events)).await?;
+        return Ok((
+            created(ctx, StatusCode::CREATED, task.id, &etag, answer),
+            true,
+        ));
+    };
+    let fingerprint = idempotency::fingerprint(body)?;
+    let claim = idempotency::Answer {
+        key: &key,
+        fingerprint: &fingerprint,
+        status: StatusCode::CREATED.as_u16(),
+        etag: &etag,
+        body: &answer,
+    };
+    if ctx
+        .db
+        .count(idempotency::insert_once(&task, &events, &claim))
+        .await?
+        == 1
+    {
+        return Ok((
+            created(ctx, StatusCode::CREATED, task.id, &etag, answer),
+            true,
+        ));
+    }
+    let stored = ctx
+        .db
+        .json(idempotency::lookup(ctx.user.as_str(), &key))
+        .await?;
+    let first = idempotency::replay(stored, &fingerprint)?;
+    let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
+    let mut response = created(ctx, status, first.task_id, &first.etag, first.body);
+    response
+        .headers_mut()
+        .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    Ok((response, false))
+}
+
+/// The answer to a create: the task's JSON, its ETag and its Location.
+fn created(ctx: &Ctx, status: StatusCode, id: Uuid, etag: &str, body: String) -> Reply {
+    let mut response = reply::with_body(status, "application/json", body.into_bytes());
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(h::ETAG, etag);
+    }
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", ctx.location)) {
         response.headers_mut().insert(h::LOCATION, location);
     }
-    Ok(response)
+    response
 }
 
 /// Read, apply, write-if-unchanged; retried when a concurrent write (or a reminder firing)

@@ -112,6 +112,24 @@ impl Db {
         }
     }
 
+    /// Runs a statement that selects at most one JSON object and decodes it into `T`; `None`
+    /// when it returned no row.
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        statement: Statement,
+    ) -> Result<Option<T>, ApiError> {
+        let rows = self.rows(statement).await?;
+        match rows.first().map(|row| row.first()) {
+            None => Ok(None),
+            Some(Some(DbValue::Jsonb(bytes))) => serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| ApiError::internal(format!("decoding a JSON row: {e}"))),
+            Some(other) => Err(ApiError::internal(format!(
+                "expected a JSON object, got {other:?}"
+            ))),
+        }
+    }
+
     /// Runs a statement that returns a single count (e.g. `select count(*) from written`).
     pub async fn count(&self, statement: Statement) -> Result<i64, ApiError> {
         let rows = self.rows(statement).await?;

@@ -1,5 +1,6 @@
 //! Tasks: the domain model, request parsing, reminders, list queries and their SQL.
 
+pub mod idempotency;
 pub mod input;
 pub mod list;
 pub mod model;

@@ -2,7 +2,8 @@
 //! cross-user isolation, asserting status, headers, body and the rows in PostgreSQL.
 
 use crate::helpers::{
-    JWT_SECRET, TestApp, new_user, spawn_app, spawn_app_with_var, token_for, unused_port,
+    JWT_SECRET, TestApp, new_user, spawn_app, spawn_app_with_own_database, spawn_app_with_var,
+    token_for, unused_port,
 };
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -874,4 +875,166 @@ async fn prefer_return_minimal_answers_writes_without_a_body() {
         1,
         "the refused create wrote nothing"
     );
+}
+
+/// `Idempotency-Key` on create (IETF httpapi draft): a resent create with the same key and body
+/// answers the first answer and writes nothing; the same key with another body is 422; keys
+/// are per user; a malformed key is 400 and writes nothing.
+#[tokio::test]
+async fn a_create_resent_under_its_idempotency_key_writes_nothing() {
+    let app = spawn_app().await;
+    let bearer = format!("Bearer {}", app.token());
+    let path = app.tasks_path();
+    let send = |key: &'static str, body: &'static str| {
+        let app = &app;
+        let bearer = bearer.clone();
+        let path = path.clone();
+        async move {
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+                ("idempotency-key", key),
+            ];
+            app.send(Method::POST, &path, &headers, body).await
+        }
+    };
+    let first = send("\"order-7\"", r#"{"title":"Pay rent","tags":["home"]}"#).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let id = id_of(&first.json());
+
+    // The same document: other key order and spacing, the key as a bare token.
+    let again = send("order-7", r#"{ "tags": ["home"], "title": "Pay rent" }"#).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body, "the first answer, byte for byte");
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(again.header("content-type"), Some("application/json"));
+
+    let other_body = send("order-7", r#"{"title":"Pay rent twice"}"#).await;
+    let problem = other_body.problem(422);
+    assert!(
+        problem["errors"][0]["field"] == "Idempotency-Key",
+        "{problem}"
+    );
+
+    let malformed = send("\"unterminated", r#"{"title":"Nope"}"#).await;
+    malformed.problem(400);
+
+    let rows = app.task_rows().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0.to_string(), id);
+    assert_eq!(rows[0].1, "Pay rent");
+    assert_eq!(
+        app.outbox_rows().await.len(),
+        1,
+        "one task.created event, not one per attempt"
+    );
+    let keys: i64 = app
+        .db
+        .query_one(
+            "select count(*) from idempotency_keys where user_id = $1",
+            &[&app.user],
+        )
+        .await
+        .expect("count keys")
+        .get(0);
+    assert_eq!(keys, 1);
+
+    // Another user's key space is their own.
+    let bob = app.as_user(&new_user());
+    let bob_bearer = format!("Bearer {}", bob.token());
+    let headers = [
+        ("authorization", bob_bearer.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-7"),
+    ];
+    let theirs = bob
+        .send(
+            Method::POST,
+            &bob.tasks_path(),
+            &headers,
+            r#"{"title":"Pay rent"}"#,
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::CREATED);
+    assert_eq!(theirs.header("idempotent-replayed"), None);
+    assert_ne!(id_of(&theirs.json()), id);
+    assert_eq!(bob.task_rows().await.len(), 1);
+}
+
+/// Concurrent retries under one key create one task, and every one of them gets its answer.
+#[tokio::test]
+async fn concurrent_creates_under_one_idempotency_key_create_one_task() {
+    let app = spawn_app().await;
+    let bearer = format!("Bearer {}", app.token());
+    let path = app.tasks_path();
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", "burst-1"),
+    ];
+    let answers = futures::future::join_all(
+        (0..8).map(|_| app.send(Method::POST, &path, &headers, r#"{"title":"Once"}"#)),
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+            id_of(&answer.json())
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every answer names the one task: {ids:?}");
+    assert_eq!(app.task_rows().await.len(), 1);
+    assert_eq!(app.outbox_rows().await.len(), 1);
+}
+
+/// A key past its 24 hours is free again: the create writes a new task, and the relay's
+/// housekeeping deletes keys that have expired.
+#[tokio::test]
+async fn an_expired_idempotency_key_creates_again_and_is_pruned() {
+    let app = spawn_app_with_own_database(Default::default()).await;
+    let bearer = format!("Bearer {}", app.token());
+    let path = app.tasks_path();
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", "monthly"),
+    ];
+    let age = async || {
+        app.db
+            .execute(
+                "update idempotency_keys set created_at = now() - interval '25 hours' \
+                 where user_id = $1",
+                &[&app.user],
+            )
+            .await
+            .expect("age the key")
+    };
+    let first = app
+        .send(Method::POST, &path, &headers, r#"{"title":"Water plants"}"#)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(age().await, 1);
+
+    let later = app
+        .send(Method::POST, &path, &headers, r#"{"title":"Water plants"}"#)
+        .await;
+    assert_eq!(later.status, StatusCode::CREATED);
+    assert_eq!(later.header("idempotent-replayed"), None);
+    assert_ne!(id_of(&later.json()), id_of(&first.json()));
+    assert_eq!(app.task_rows().await.len(), 2);
+
+    assert_eq!(age().await, 1);
+    let summary = app.relay().await;
+    assert_eq!(summary["pruned_idempotency_keys"], 1, "{summary}");
+    let keys: i64 = app
+        .db
+        .query_one("select count(*) from idempotency_keys", &[])
+        .await
+        .expect("count keys")
+        .get(0);
+    assert_eq!(keys, 0);
 }
