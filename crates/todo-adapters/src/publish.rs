@@ -30,9 +30,6 @@ const INLINE_BATCH: i64 = 20;
 /// lease it holds): bounded, so one busy user cannot hold a client for long; what is left then
 /// goes out with the next write or the relay.
 const INLINE_BUDGET: Duration = Duration::from_secs(1);
-/// How long a request waits for its publish before answering anyway. A healthy sidecar takes
-/// a few milliseconds; a slower publish finishes after the response, where Spin may cut it off.
-const INLINE_WAIT: Duration = Duration::from_millis(50);
 /// After the sidecar could not be reached (refused, timed out), requests on this instance
 /// leave publishing to the relay for this long instead of each waiting out the timeout.
 const UNREACHABLE_PAUSE: Duration = Duration::from_secs(2);
@@ -81,43 +78,36 @@ pub struct Flush {
 }
 
 /// Publishes `user_id`'s pending events before the request answers, so that a write's events
-/// are on their way when its client hears of it. Not after the response as a rule: Spin 4.0.2
-/// retires an instance (its 128th request, or 1 s idle) without waiting for work the guest
-/// spawned after responding, and a publish cut off that way holds the user's lease for its
-/// 30 s, stranding the user's later events until it expires (BENCHMARKS.md, "Events that keep
-/// up"). The request waits at most [`INLINE_WAIT`]: a slower publish goes on after the
-/// response, so a hung sidecar slows no request by more than that; once a publish fails to
-/// reach it, the instance leaves publishing to the relay for [`UNREACHABLE_PAUSE`]. A failure
-/// never reaches the client: the events stay in the outbox for the relay.
+/// are on their way when its client hears of it. Never after the response, not even the end
+/// of a slow publish: Spin 4.0.2 retires an instance (its 128th request, or 1 s idle) without
+/// waiting for work the guest spawned after responding, and a publish cut off that way holds
+/// the user's lease for its 30 s, stranding the user's later events until it expires
+/// (BENCHMARKS.md, "Events that keep up"; on real Spin a publish a little slower than usual
+/// did exactly that, `events::writes_across_an_instance_retirement...`). A healthy sidecar
+/// takes a few milliseconds; a hung one costs one request its `publish_timeout_ms`, after which
+/// the instance leaves publishing to the relay for [`UNREACHABLE_PAUSE`]. A failure never
+/// reaches the client: the events stay in the outbox for the relay.
 pub async fn before_response(db: Db, user_id: String) {
     if paused() {
         return;
     }
-    let mut flush = Box::pin(async move {
-        let flushed = async {
-            let publisher = Publisher::for_requests().await?;
-            publisher.flush_user(&db, &user_id, INLINE_BATCH).await
-        };
-        match flushed.await {
-            Ok(Flush {
-                error: Some(error),
-                unreachable,
-                ..
-            }) => {
-                if unreachable {
-                    pause();
-                }
-                eprintln!("publishing events of {user_id} left to the relay: {error}");
+    let flushed = async {
+        let publisher = Publisher::for_requests().await?;
+        publisher.flush_user(&db, &user_id, INLINE_BATCH).await
+    };
+    match flushed.await {
+        Ok(Flush {
+            error: Some(error),
+            unreachable,
+            ..
+        }) => {
+            if unreachable {
+                pause();
             }
-            Ok(_) => {}
-            Err(error) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
+            eprintln!("publishing events of {user_id} left to the relay: {error}");
         }
-    });
-    let wait = u64::try_from(INLINE_WAIT.as_nanos()).unwrap_or(u64::MAX);
-    let timer = Box::pin(spin_sdk::wasip3::clocks::monotonic_clock::wait_for(wait));
-    if let futures::future::Either::Right(_) = futures::future::select(flush.as_mut(), timer).await
-    {
-        spin_sdk::wit_bindgen::spawn(flush);
+        Ok(_) => {}
+        Err(error) => eprintln!("publishing events of {user_id} left to the relay: {error}"),
     }
 }
 

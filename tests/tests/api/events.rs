@@ -131,8 +131,10 @@ async fn a_no_op_change_publishes_nothing() {
     assert_eq!(app.outbox_rows().await.len(), 1);
 }
 
-/// For each failure of the sidecar: requests keep their status and stay fast; once it
-/// recovers, one relay run delivers every event exactly once, in order.
+/// For each failure of the sidecar: requests keep their status and stay fast (a hung sidecar
+/// costs one request its publish timeout, after which the instance leaves publishing to the
+/// relay for a while); once it recovers, one relay run delivers every event exactly once, in
+/// order.
 #[tokio::test]
 async fn a_down_hanging_or_failing_sidecar_never_fails_or_slows_a_request_and_loses_nothing() {
     for mode in [Mode::Refuse, Mode::Hang, Mode::Fail500] {
@@ -142,7 +144,7 @@ async fn a_down_hanging_or_failing_sidecar_never_fails_or_slows_a_request_and_lo
 
         let started = Instant::now();
         let id = id_of(&app.create(json!({"title": format!("{mode:?}")})).await);
-        let mut slowest = started.elapsed();
+        let mut took = vec![started.elapsed()];
         for body in [json!({"priority": "high"}), json!({"description": "more"})] {
             let started = Instant::now();
             assert_eq!(
@@ -150,16 +152,24 @@ async fn a_down_hanging_or_failing_sidecar_never_fails_or_slows_a_request_and_lo
                 StatusCode::OK,
                 "{mode:?}"
             );
-            slowest = slowest.max(started.elapsed());
+            took.push(started.elapsed());
         }
         let started = Instant::now();
         assert_eq!(app.complete(&id, None).await.status, StatusCode::OK);
-        slowest = slowest.max(started.elapsed());
-        // The publish timeout is 300 ms; the request never waits for the publish.
+        took.push(started.elapsed());
+        // The publish timeout is 300 ms: no request waits longer than that for the sidecar,
+        // and once one has, the others on its instance do not wait at all.
+        took.sort_unstable();
         assert!(
-            slowest < Duration::from_millis(150),
-            "{mode:?}: a request took {slowest:?}"
+            took[took.len() - 1] < Duration::from_millis(600),
+            "{mode:?}: a request took {took:?}"
         );
+        if app.host().is_some() {
+            assert!(
+                took[took.len() - 2] < Duration::from_millis(150),
+                "{mode:?}: more than one request waited for the sidecar: {took:?}"
+            );
+        }
         assert!(
             app.events().is_empty(),
             "{mode:?}: nothing accepted while failing"
