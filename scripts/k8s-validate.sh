@@ -58,9 +58,18 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # Both steps always run, so a broken manifest shows the validator's own report too.
 status=0
+out=$(mktemp)
 echo "k8s-validate: validator tests"
-"$venv/bin/python" -m unittest discover -s scripts -p 'k8s_validate_test.py' || status=1
+"$venv/bin/python" -m unittest discover -s scripts -p 'k8s_validate_test.py' 2>&1 | tee "$out" ||
+  status=1
+unit_run=$(sed -n -E 's/^Ran ([0-9]+) tests?.*/\1/p' "$out" | tail -n 1)
+unit_failed=$(sed -n -E 's/^FAILED \((.*)\)/\1/p' "$out" | grep -oE '[0-9]+' | awk '{s += $1} END {print s + 0}') || true
 
 echo "k8s-validate: manifests"
-"$venv/bin/python" scripts/k8s_validate.py "$@" || status=1
+"$venv/bin/python" scripts/k8s_validate.py "$@" | tee "$out" || status=1
+read -r checks_passed checks_failed < <(sed -n -E 's/^# checks: ([0-9]+) passed, ([0-9]+) failed/\1 \2/p' "$out") || true
+rm -f "$out"
+# One line for scripts/test.sh's summary: the validator's own tests and the manifest checks.
+unit_failed=${unit_failed:-0}
+echo "# tests: $(( ${unit_run:-0} - unit_failed + ${checks_passed:-0} )) passed, $(( unit_failed + ${checks_failed:-0} )) failed"
 exit "$status"

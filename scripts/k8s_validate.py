@@ -1131,6 +1131,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.checks.failed:
         print(f"FAIL agreement {line}")
     print(report.summary())
+    # Counted by scripts/test.sh's summary: each object's schema check and each agreement check.
+    valid = report.objects - len(report.schema_errors)
+    print(f"# checks: {max(valid, 0) + len(report.checks.passed)} passed, "
+          f"{len(report.schema_errors) + len(report.checks.failed)} failed")
     return 0 if report.ok else 1
 
 

@@ -59,7 +59,15 @@ if command -v spin >/dev/null; then
   spin up --listen "$LISTEN" --runtime-config-file runtime-config.toml
   exit
 fi
-build_components
 log "Spin is not installed here: serving with the test host"
-cargo build --locked --release -p todo-test-host --bin todo-host
+mkdir -p target
+build_log="$ROOT/target/run-build.log"
+log "building the components and the test host (seconds after scripts/test.sh; about 20 min"
+log "on two cores from nothing); log: ${build_log#"$ROOT"/}"
+# The same build as scripts/test.sh's, so that one reuses the other's (see build_tests).
+if ! { build_components && build_tests; } >"$build_log" 2>&1; then
+  tail -n 60 "$build_log" >&2
+  log "the build failed; the whole log is $build_log"
+  exit 1
+fi
 target/release/todo-host --manifest spin.toml --listen "$LISTEN"

@@ -47,6 +47,77 @@ build_components() {
   (cd "$ROOT" && cargo build --locked --release --target wasm32-wasip2 "${COMPONENT_FLAGS[@]}")
 }
 
+clippy_all() {
+  cargo clippy --locked --release --workspace --all-targets -- -D warnings &&
+    cargo clippy --locked --release --target wasm32-wasip2 -p todo-core -p todo-adapters \
+      "${COMPONENT_FLAGS[@]}" -- -D warnings
+}
+
+# Builds every test binary of the workspace, the test host's `todo-host` and `todo-bench`
+# among them, in one cargo invocation, and writes the list of test binaries to $1 (directory,
+# group, target, path). scripts/run.sh and scripts/bench.sh build the host the same way, so
+# each reuses what the other built: a `cargo build -p todo-test-host` would resolve features
+# differently (no dev-dependencies) and compile wasmtime a second time.
+build_tests() {
+  local list=${1:-/dev/null}
+  cargo test --locked --release --workspace --no-run --message-format=json-render-diagnostics |
+    python3 -c '
+import json, os, sys
+root = sys.argv[1]
+out = open(sys.argv[2], "w")
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
+        continue
+    pkg = os.path.relpath(os.path.dirname(m["manifest_path"]), root)
+    name = m["target"]["name"]
+    if pkg == "crates/todo-core":
+        group = "core"
+    elif pkg == "tests" and name in ("api", "reliability"):
+        group = name
+    else:
+        group = "units"
+    out.write("\t".join([pkg, group, name, m["executable"]]) + "\n")
+' "$ROOT" "$list"
+}
+
+# Runs the test binaries of group $2 from the list $1, each from its package's directory as
+# `cargo test` does; extra arguments go to each binary. Fails when any failed.
+run_test_binaries() {
+  local list=$1 group=$2 status=0 dir kind name path
+  shift 2
+  while IFS=$'\t' read -r dir kind name path; do
+    [ "$kind" = "$group" ] || continue
+    printf '## %s: %s\n' "$dir" "$name"
+    (cd "$ROOT/$dir" && CARGO_MANIFEST_DIR="$ROOT/$dir" "$path" "$@") </dev/null || status=1
+  done <"$list"
+  return "$status"
+}
+
+# The Spin CLI to test against: $SPIN_BIN, else `spin` on PATH, else ../shared/bin/spin next
+# to the repository; only a 4.0.x (the Spin this app targets). Prints its path.
+find_spin() {
+  local candidate
+  for candidate in "${SPIN_BIN:-}" "$(command -v spin 2>/dev/null)" "$ROOT/../shared/bin/spin"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    if "$candidate" --version 2>/dev/null | grep -q '^spin 4\.0\.'; then
+      (cd "$(dirname "$candidate")" && printf '%s/%s\n' "$(pwd)" "$(basename "$candidate")")
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Runs a command with the integration tests pointed at the Spin CLI $1 instead of the host.
+run_on_spin() {
+  local spin=$1
+  shift
+  TEST_RUNTIME=spin SPIN_BIN=$spin "$@"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
