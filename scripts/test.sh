@@ -16,9 +16,11 @@ cd "$ROOT"
 steps_init
 trap summary EXIT
 
-command -v psql >/dev/null || apt_install postgresql-client
-ensure_rust_targets
-rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+# Set-up failures stop the run: nothing after them could work.
+command -v psql >/dev/null || apt_install postgresql-client || exit 1
+ensure_rust_targets || exit 1
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt ||
+  exit 1
 
 step "cargo fmt --check" "a second" cargo fmt --all -- --check
 built=0
@@ -33,7 +35,8 @@ step "build the test host and the tests" "15 min first, seconds after" \
 start_postgres
 # start_postgres registers its own cleanup; the summary stays the last thing printed.
 trap 'stop_postgres; summary' EXIT
-create_database todo_template
+create_database todo_template >"$LOG_DIR/database.log" 2>&1 ||
+  { tail -n 20 "$LOG_DIR/database.log" >&2; exit 1; }
 export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT"
 export TEST_TEMPLATE_DB=todo_template
 
@@ -46,7 +49,7 @@ fi
 if [ "$tests_built" -eq 1 ] && [ "$built" -eq 1 ]; then
   step "API tests on the test host" "1 min" run_test_binaries "$BINARIES" api
   if spin=$(find_spin); then
-    step "API tests on real $("$spin" --version | head -n 1)" "6 min" \
+    step "API tests on real Spin $("$spin" --version | awk '{print $2}')" "1 min" \
       run_on_spin "$spin" run_test_binaries "$BINARIES" api --skip host_only
   else
     skip_step "API tests on real Spin" "no Spin 4.0 CLI (SPIN_BIN, PATH, ../shared/bin/spin)"
