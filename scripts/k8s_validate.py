@@ -71,7 +71,7 @@ BUILTIN_GROUPS = frozenset(
     }
 )
 
-# Facts of the deployment (DESIGN.md section 1 and the Kubernetes issue).
+# Facts of the deployment (README and k8s/README.md).
 APP_ID = "todo-backend"
 # SpinKube's containerd-shim-spin serves the app on this port.
 APP_PORT = "80"

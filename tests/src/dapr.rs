@@ -2,12 +2,12 @@
 //! and the calls the sidecar makes into the app (subscription discovery, event delivery, cron
 //! input bindings).
 //!
-//! It follows the contract in DESIGN.md §3. Status codes, error codes and messages were checked
-//! against the Dapr sources (dapr/dapr `pkg/api/http/http.go`, `middlewares.go`,
-//! `pkg/api/errors/pubsub.go`, `pkg/runtime/subscription/postman/http/http.go`,
-//! `pkg/runtime/subscription/subscription.go`, dapr/components-contrib `pubsub/envelope.go`).
-//! The app schedules with a `bindings.cron` component, not the Jobs API, so the double has no
-//! Jobs API: its routes answer 404.
+//! It follows Dapr's documented contract (pub/sub API reference, app API token, cron binding).
+//! Status codes, error codes and messages were checked against the Dapr sources (dapr/dapr
+//! `pkg/api/http/http.go`, `middlewares.go`, `pkg/api/errors/pubsub.go`,
+//! `pkg/runtime/subscription/postman/http/http.go`, `pkg/runtime/subscription/subscription.go`,
+//! dapr/components-contrib `pubsub/envelope.go`). The app schedules with a `bindings.cron`
+//! component, not the Jobs API, so the double has no Jobs API: its routes answer 404.
 //!
 //! The parts: `dapr/sidecar_api.rs` answers the API the app calls, with Dapr's errors, and
 //! `dapr/envelope.rs` builds what Dapr hands the broker; `dapr/delivery.rs` makes the calls into
@@ -56,7 +56,7 @@ pub use delivery::{AppAnswer, DeliveryOutcome};
 pub use discovery::{BulkSubscribe, Rule, Subscription};
 use sidecar_api::{Reply, reply};
 
-/// The pub/sub component the app publishes to (DESIGN.md §1).
+/// The pub/sub component the app publishes to (README, "Events").
 pub const DEFAULT_PUBSUB: &str = "kafka-pubsub";
 /// Header carrying the API token, in both directions (`pkg/security/consts`).
 pub const API_TOKEN_HEADER: &str = "dapr-api-token";
@@ -165,7 +165,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// `metadata.partitionKey`, the Kafka record key (DESIGN.md §2.3).
+    /// `metadata.partitionKey`, the Kafka record key (Dapr's Kafka pub/sub component reference).
     pub fn partition_key(&self) -> Option<&str> {
         self.metadata.get("partitionKey").map(String::as_str)
     }

@@ -1,10 +1,11 @@
 //! A host that runs this app's Spin components the way Spin 4 does, for the integration tests,
 //! local runs (`todo-host`) and benchmarks.
 //!
-//! It reads `spin.toml` (routes, variables, `allowed_outbound_hosts`), reuses component
-//! instances like `spin up` does for WASI 0.3 components, adds Spin's request headers, limits
-//! outbound HTTP and Postgres to the allowed hosts, and implements `spin:postgres@4.2.0` and
-//! `spin:variables@3.0.0` with Spin's semantics. DESIGN.md section 7 lists what must match.
+//! It reads `spin.toml` (routes, variables, `allowed_outbound_hosts`), reuses component instances
+//! like `spin up` does for WASI 0.3 components, adds Spin's request headers, limits outbound HTTP
+//! and Postgres to the allowed hosts, and implements `spin:postgres@4.2.0` and
+//! `spin:variables@3.0.0` with Spin's semantics. tests/README.md lists which module mirrors which
+//! part of Spin.
 
 pub mod allowed_hosts;
 pub mod app;

@@ -171,10 +171,10 @@ fn nothing_to_do(delivery: &Delivery, work: Work) {
     }
 }
 
-/// Dapr's answer: a 2xx with an empty body means SUCCESS, a 200 with `{"status": ...}` says
-/// RETRY or DROP (DESIGN.md section 3). SUCCESS is answered without a body, as 204: the
-/// sidecar waits for this answer before it delivers the partition's next event, and on
-/// Spin 4.0.2 only a response without a body is never held back by the server's Nagle
+/// Dapr's answer: a 2xx with an empty body means SUCCESS, a 200 with `{"status": ...}` says RETRY
+/// or DROP (Dapr's pub/sub API reference, "Expected HTTP response"). SUCCESS is answered without a
+/// body, as 204: the sidecar waits for this answer before it delivers the partition's next event,
+/// and on Spin 4.0.2 only a response without a body is never held back by the server's Nagle
 /// algorithm (see `todo_adapters::reply`).
 fn answer(ack: Ack) -> Reply {
     match ack.body() {

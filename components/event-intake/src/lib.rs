@@ -2,9 +2,9 @@
 //! to (`todo_core::subscriptions`): `POST /api/events/tasks` and `POST /api/events/reminders`.
 //!
 //! Thin adapter: it reads the delivery, lets `todo_core::intake` validate it and decide what it
-//! causes, runs the resulting statement, and answers Dapr with `SUCCESS` (204, no body),
-//! `RETRY` or `DROP` (200 with a status body), DESIGN.md §3. Requests that are not deliveries
-//! (wrong token, path or method) get an RFC 9457 problem instead.
+//! causes, runs the resulting statement, and answers Dapr with `SUCCESS` (204, no body), `RETRY` or
+//! `DROP` (200 with a status body), per Dapr's pub/sub API reference. Requests that are not
+//! deliveries (wrong token, path or method) get an RFC 9457 problem instead.
 
 mod handlers;
 

@@ -1,8 +1,9 @@
 //! Spin component: the app's Dapr pub/sub subscriptions.
 //!
 //! The sidecar calls `GET /dapr/subscribe` when it starts and subscribes the app to what the
-//! answer lists (DESIGN.md §3; the body is built by `todo_core::subscriptions`). No database:
-//! the answer depends on Spin variables only.
+//! answer lists (Dapr's pub/sub API reference, "Provide a route for Dapr to discover topic
+//! subscriptions"; the body is built by `todo_core::subscriptions`). No database: the answer
+//! depends on Spin variables only.
 
 use http::StatusCode;
 use spin_sdk::http::{IntoResponse, Request};

@@ -6,14 +6,15 @@
 //! says which variable and why, once per instance.
 //!
 //! **The JWKS cache.** A JWKS fetched from `jwt_jwks_url` is kept in a static, shared by the
-//! requests one instance serves (serially and concurrently; DESIGN.md section 6), keyed by URL.
-//! It holds nothing per request: only the last copy, when it was fetched and when a fetch was
-//! last tried. A copy younger than `jwt_jwks_cache_seconds` is used as it is. A token whose
-//! `kid` the copy does not know (the provider rotated its keys) triggers one refetch. A fetch is
-//! tried at most once per [`FETCH_COOLDOWN`], so tokens with made-up kids cannot turn into a
-//! flood of requests to the provider. When a fetch fails (unreachable, not 200, not a JWKS), the
-//! previous copy keeps serving for up to [`STALE_LIMIT`] past its age limit; without one, the
-//! request gets 503 with `Retry-After`: the token may be fine, it just cannot be checked now.
+//! requests one instance serves (serially and concurrently, as Spin 4 reuses WASI 0.3 instances;
+//! tests/README.md), keyed by URL. It holds nothing per request: only the last copy, when it was
+//! fetched and when a fetch was last tried. A copy younger than `jwt_jwks_cache_seconds` is used as
+//! it is. A token whose `kid` the copy does not know (the provider rotated its keys) triggers one
+//! refetch. A fetch is tried at most once per [`FETCH_COOLDOWN`], so tokens with made-up kids
+//! cannot turn into a flood of requests to the provider. When a fetch fails (unreachable, not 200,
+//! not a JWKS), the previous copy keeps serving for up to [`STALE_LIMIT`] past its age limit;
+//! without one, the request gets 503 with `Retry-After`: the token may be fine, it just cannot be
+//! checked now.
 
 use crate::vars;
 use bytes::Bytes;

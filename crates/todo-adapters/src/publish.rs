@@ -1,5 +1,5 @@
-//! Publishing outbox events to the Dapr sidecar (DESIGN.md section 3), by the rules of
-//! `todo_core::outbox`.
+//! Publishing outbox events to the Dapr sidecar (Dapr's pub/sub API reference, "Publish a
+//! message"), by the rules of `todo_core::outbox`.
 //!
 //! A publisher sends one user's pending events in order under that user's lease, one publish
 //! answered before the next, and marks what the sidecar accepted. A failure stops the user's

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use todo_core::error::ApiError;
 use todo_core::sidecar::{SidecarPolicy, SidecarVars};
 
-/// Header the sidecar carries its `APP_API_TOKEN` in (DESIGN.md §3).
+/// Header the sidecar carries its `APP_API_TOKEN` in (Dapr's "Authenticate requests from Dapr using
+/// token authentication").
 pub const TOKEN_HEADER: &str = "dapr-api-token";
 
 /// Whether this instance already said that its routes refuse every call.

@@ -2,7 +2,7 @@
 //! provider, or with an asymmetric key (RS256, ES256, EdDSA, ...) of the identity provider's
 //! JWKS ([`jwks`]).
 //!
-//! DESIGN.md section 1: no or invalid token -> 401, a token for another user -> 403. The
+//! No or invalid token -> 401, a token for another user -> 403 (README, "Authentication"). The
 //! token's `alg` must be one the deployment accepts (`jwt_algorithms`); HS256 is verified with
 //! `jwt_secret` only, every other algorithm with a JWKS key of the matching type, so a forged
 //! `alg` (`none`, or HS256 "signed" with a public key) never verifies. Besides the signature, a
@@ -509,10 +509,10 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-/// Checks the `dapr-api-token` header of a call from the Dapr sidecar (DESIGN.md §3: with
-/// `APP_API_TOKEN` set, the sidecar sends it on every call to the app). An empty `expected`
-/// token means none is configured and every call is accepted. The comparison takes the same
-/// time wherever the tokens differ.
+/// Checks the `dapr-api-token` header of a call from the Dapr sidecar (Dapr's app API token docs:
+/// with `APP_API_TOKEN` set, the sidecar sends it on every call to the app). An empty `expected`
+/// token means none is configured and every call is accepted. The comparison takes the same time
+/// wherever the tokens differ.
 pub fn check_app_token(expected: &str, given: Option<&str>) -> Result<(), ApiError> {
     if expected.is_empty() {
         return Ok(());

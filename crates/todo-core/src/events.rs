@@ -1,7 +1,7 @@
 //! The event catalog: CloudEvents 1.0 built with the maintained `cloudevents-sdk`.
 //!
-//! DESIGN.md sections 1 and 4. One JSON schema per type lives in `schemas/`; the tests below
-//! and `tests/event_schemas.rs` check every built event against it. Events are stored in the
+//! CloudEvents 1.0 (README, "Events"). One JSON schema per type lives in `schemas/`; the tests
+//! below and `tests/event_schemas.rs` check every built event against it. Events are stored in the
 //! outbox with the task change and published later with the same `id`, so a retry is
 //! recognisable as the same event.
 //!
@@ -307,9 +307,10 @@ impl EventContext {
     }
 }
 
-/// A structured-mode CloudEvent (JSON) with this app's attributes. `partitionkey` is the
-/// user id: Dapr's Kafka publisher keys the record by `metadata.partitionKey` in the publish
-/// URL, and the extension keeps the key visible to consumers (DESIGN.md section 2.3).
+/// A structured-mode CloudEvent (JSON) with this app's attributes. `partitionkey` is the user id:
+/// Dapr's Kafka publisher keys the record by `metadata.partitionKey` in the publish URL, and the
+/// extension keeps the key visible to consumers (Dapr's Kafka pub/sub takes the record key only
+/// from `metadata.partitionKey`).
 #[allow(clippy::too_many_arguments)]
 pub fn cloud_event(
     id: Uuid,

@@ -2,18 +2,19 @@
 //! Dapr, and the SQL of the `processed_events` table (migrations/0003_recurrence.sql).
 //!
 //! # What a delivery may look like
-//! The body is a structured-mode CloudEvent 1.0 in JSON (DESIGN.md §4): Dapr sends
-//! `application/cloudevents+json`; `application/json` (and any other `+json` type, or none) is
-//! read the same way, as the CloudEvent itself, so tools and tests may post the event as plain
-//! JSON. Dapr adds attributes of its own (`topic`, `pubsubname`, `traceid`, ...), which are
+//! The body is a structured-mode CloudEvent 1.0 in JSON (CloudEvents 1.0, JSON event format):
+//! Dapr sends `application/cloudevents+json`; `application/json` (and any other `+json` type, or
+//! none) is read the same way, as the CloudEvent itself, so tools and tests may post the event as
+//! plain JSON. Dapr adds attributes of its own (`topic`, `pubsubname`, `traceid`, ...), which are
 //! ignored. When an event was published with a plain JSON content type, Dapr wraps it in an
 //! envelope of its own (type `com.dapr.event.sent`) with the original as `data`: such envelopes
 //! are unwrapped once. Binary-mode and non-JSON bodies are not accepted.
 //!
 //! # What Dapr is told
-//! Dapr's contract (DESIGN.md §2.1 and §3): a 2xx with an empty body is `SUCCESS`; HTTP 200
-//! with `{"status": "RETRY" | "DROP"}`, exactly these case-sensitive values, asks for a retry or
-//! a drop, see [`Ack`].
+//! Dapr's contract (its pub/sub API reference, "Expected HTTP response"; any other status value
+//! means retry, so an app answering `{"status":"ok"}` has every event redelivered forever): a 2xx
+//! with an empty body is `SUCCESS`; HTTP 200 with `{"status": "RETRY" | "DROP"}`, exactly these
+//! case-sensitive values, asks for a retry or a drop, see [`Ack`].
 //! - `DROP` for what can never be handled: not JSON, not a CloudEvent 1.0, a type unknown on
 //!   the topic, data that does not match the type's schema. Dapr forwards it to the dead-letter
 //!   topic. The component logs why.
@@ -21,17 +22,17 @@
 //! - `SUCCESS` otherwise, including events handled before.
 //!
 //! # What events cause
-//! Only `task.completed` of a completed recurring task does something: the intake reads the
-//! task it names (scoped by the event's user), and only if that task exists and is still
-//! completed and recurring ([`next_occurrence`]) creates the next occurrence from the stored row
-//! (see `series`) and its `task.created` event, in one statement with the `processed_events`
-//! marker of the event, guarded by the version read ([`record_next_occurrence`]). The event's
-//! own copy of the task is never trusted: anyone able to publish to the topic could forge it. Every other event is
+//! Only `task.completed` of a completed recurring task does something: the intake reads the task it
+//! names (scoped by the event's user), and only if that task exists and is still completed and
+//! recurring ([`next_occurrence`]) creates the next occurrence from the stored row (see `series`)
+//! and its `task.created` event, in one statement with the `processed_events` marker of the event,
+//! guarded by the version read ([`record_next_occurrence`]). The event's own copy of the task is
+//! never trusted: anyone able to publish to the topic could forge it. Every other event is
 //! acknowledged without touching the database, and so leaves no marker: there is nothing to
-//! de-duplicate. The engine only ever emits `task.created` (and `reminder.scheduled` when the
-//! next occurrence carries a reminder), which causes no work, so it cannot loop. Reminder
-//! events are accepted and acknowledged: they are for notifiers (push, e-mail) and cause no
-//! work in the backend, which already did its part by firing them (`crate::reminders`).
+//! de-duplicate. The engine only ever emits `task.created` (and `reminder.scheduled` when the next
+//! occurrence carries a reminder), which causes no work, so it cannot loop. Reminder events are
+//! accepted and acknowledged: they are for notifiers (push, e-mail) and cause no work in the
+//! backend, which already did its part by firing them (`crate::reminders`).
 
 use crate::error::ApiError;
 use crate::events::{
@@ -87,7 +88,7 @@ impl Topic {
     }
 }
 
-/// The app's answer to a delivery (DESIGN.md §3, Dapr "Publish and subscribe API reference",
+/// The app's answer to a delivery (Dapr "Publish and subscribe API reference",
 /// expected HTTP response): a 2xx, empty for `SUCCESS`, and HTTP 200 with a status body for
 /// the others (see [`Ack::body`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -205,7 +205,7 @@ pub struct RoundEnd {
     pub failed: bool,
 }
 
-/// The publish URL: DESIGN.md section 3. `metadata.partitionKey` is what Dapr's Kafka
+/// The publish URL, per Dapr's pub/sub API reference. `metadata.partitionKey` is what Dapr's Kafka
 /// publisher uses as the record key; without it per-user ordering is lost.
 pub fn publish_url(dapr_url: &str, pubsub: &str, topic: &str, partition_key: &str) -> String {
     use std::fmt::Write as _;

@@ -2,7 +2,8 @@
 //! turns a rule plus the series' first due time (the anchor) into later due times.
 //!
 //! All calendar arithmetic happens on the anchor's local wall-clock time in the rule's IANA time
-//! zone; each result is converted back to UTC, which is what we store (DESIGN.md §2.4).
+//! zone; each result is converted back to UTC, which is what we store (an offset is never dropped
+//! without converting).
 //!
 //! - Daily and weekly rules add whole days or weeks to the local date and keep the local
 //!   wall-clock time, so 09:00 in Europe/Berlin stays 09:00 across a DST change while the UTC

@@ -5,9 +5,9 @@
 //!
 //! Safe by default:
 //! - The caller must present the app token in `dapr-api-token` (the sidecar sends its
-//!   `APP_API_TOKEN` on every call to the app, DESIGN.md §3). With no `app_api_token`
-//!   configured, every call is refused, unless `allow_open_sidecar_routes` is `true`, a switch
-//!   for local development only.
+//!   `APP_API_TOKEN` on every call to the app, per Dapr's app API token docs). With no
+//!   `app_api_token` configured, every call is refused, unless `allow_open_sidecar_routes` is
+//!   `true`, a switch for local development only.
 //! - A token shorter than 32 bytes or still holding the template's placeholder is a
 //!   deployment mistake ([`crate::auth::unsafe_secret`]): the component refuses to serve.
 //! - Defence in depth: the caller must also be on this host. The sidecar runs in the app's

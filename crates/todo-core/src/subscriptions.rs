@@ -5,16 +5,15 @@
 //! is read by dapr/dapr `pkg/runtime/subscription`): a JSON array of
 //!
 //! ```json
-//! {"pubsubname": "kafka-pubsub", "topic": "tasks",
-//!  "routes": {"rules": [{"match": "event.type == \"task.completed\"", "path": "/api/events/tasks"}],
-//!             "default": "/api/events/tasks"},
-//!  "deadLetterTopic": "tasks-dlq", "metadata": {}}
+//! {"pubsubname": "kafka-pubsub", "topic": "tasks", "routes": {"rules": [{"match": "event.type ==
+//! \"task.completed\"", "path": "/api/events/tasks"}], "default": "/api/events/tasks"},
+//! "deadLetterTopic": "tasks-dlq", "metadata": {}}
 //! ```
 //!
 //! `deadLetterTopic` must be a top-level field: Dapr does not read it from `metadata`, which is
-//! where the old app put it, so nothing ever reached its dead-letter topic (DESIGN.md §2.2).
-//! `match` is a CEL expression over the CloudEvent; rules are tried in order and `default`
-//! takes the rest.
+//! where the old app put it, so nothing ever reached its dead-letter topic (Dapr reads
+//! `deadLetterTopic` at the top level only). `match` is a CEL expression over the CloudEvent; rules
+//! are tried in order and `default` takes the rest.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

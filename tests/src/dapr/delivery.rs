@@ -1,6 +1,7 @@
-//! The calls the sidecar makes into the app (DESIGN.md §3): event delivery with Dapr's reading
-//! of the answer, retries and dead letters (dapr `pkg/runtime/subscription/subscription.go`,
-//! `postman/http/http.go`), and the ticks of a `bindings.cron` input binding.
+//! The calls the sidecar makes into the app (Dapr's pub/sub API reference): event delivery with
+//! Dapr's reading of the answer, retries and dead letters (dapr
+//! `pkg/runtime/subscription/subscription.go`, `postman/http/http.go`), and the ticks of a
+//! `bindings.cron` input binding.
 
 use std::collections::BTreeMap;
 
@@ -128,7 +129,7 @@ impl DaprDouble {
     }
 
     /// Delivers one CloudEvent to the app's subscription for `pubsub`/`topic` as the sidecar does
-    /// (DESIGN.md §3, dapr `postman/http/http.go`): picks the route, POSTs it as
+    /// (dapr `postman/http/http.go`): picks the route, POSTs it as
     /// `application/cloudevents+json`, retries up to `max_delivery_attempts`, and republishes
     /// dropped or exhausted events to the `deadLetterTopic`. Discovers subscriptions first when
     /// none are known yet.

@@ -1,5 +1,5 @@
 //! Subscription discovery: `GET /dapr/subscribe` read as Dapr reads programmatic subscriptions
-//! (DESIGN.md §3; dapr `pkg/runtime/subscription`, `pkg/runtime/pubsub`), and the route an
+//! (dapr `pkg/runtime/subscription`, `pkg/runtime/pubsub`), and the route an
 //! event takes through a subscription's rules (`findMatchingRoute`).
 
 use std::collections::BTreeMap;
@@ -48,7 +48,8 @@ pub struct BulkSubscribe {
 impl DaprDouble {
     /// `GET /dapr/subscribe` on the app, parsed as Dapr's programmatic subscriptions and kept for
     /// later deliveries. A 404 means no subscriptions. Subscriptions without any route are left
-    /// out, as Dapr does; `deadLetterTopic` is read at the top level only (DESIGN.md §2.2).
+    /// out, as Dapr does; `deadLetterTopic` is read at the top level only (dapr
+    /// `pkg/runtime/subscription`).
     pub async fn discover_subscriptions(
         &self,
         app: &impl AppClient,

@@ -37,7 +37,8 @@ impl Shared {
                     .is_some_and(|v| !v.is_empty())
             };
             // Stricter than Dapr, which refuses only bodies that are not JSON and completes the
-            // rest itself: an app relying on that would break DESIGN.md §4, and a test notices.
+            // rest itself: an app relying on that would break on structured CloudEvents, and a test
+            // notices.
             let complete = ["id", "source", "type"].into_iter().all(present)
                 && event.get("specversion") == Some(&json!("1.0"));
             if !complete {

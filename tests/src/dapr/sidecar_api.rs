@@ -1,8 +1,8 @@
-//! The HTTP API the app calls on the sidecar (DESIGN.md §3): `POST /v1.0/publish/{pubsub}/{topic}`,
-//! the bulk publish API, `GET /v1.0/healthz[/outbound]`, the `dapr-api-token` check, and Dapr's
-//! error answers (dapr/dapr `pkg/api/http/http.go`, `middlewares.go`,
-//! `pkg/api/errors/pubsub.go`, `pkg/messages/errorcodes`). The faults [`Mode::Fail500`] and
-//! [`Fault`] take effect here.
+//! The HTTP API the app calls on the sidecar (Dapr's pub/sub API reference): `POST
+//! /v1.0/publish/{pubsub}/{topic}`, the bulk publish API, `GET /v1.0/healthz[/outbound]`, the
+//! `dapr-api-token` check, and Dapr's error answers (dapr/dapr `pkg/api/http/http.go`,
+//! `middlewares.go`, `pkg/api/errors/pubsub.go`, `pkg/messages/errorcodes`). The faults
+//! [`Mode::Fail500`] and [`Fault`] take effect here.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;

@@ -1,6 +1,6 @@
 //! Time stamps on the wire: RFC 3339 in any offset on input, always UTC (`Z`) on output.
 //!
-//! DESIGN.md section 2.4: convert to UTC first, never drop the offset.
+//! Convert to UTC first, never drop the offset (dropping it without converting shifts the time).
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
