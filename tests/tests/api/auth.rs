@@ -605,16 +605,21 @@ async fn forged_algorithms_are_refused() {
 
 #[tokio::test]
 async fn a_token_signed_with_another_key_is_refused() {
-    let published = TestKey::new(Algorithm::RS256, "rsa", 0);
-    let other = TestKey::new(Algorithm::RS256, "rsa", 1);
-    let server = JwksServer::start(jwks_of(&[&published])).await;
-    let app = app_with_jwks_url(&server.origin(), &server.url(), &[]).await;
-    let problem = list_with(&app, &other.token(&app.user)).await.problem(401);
-    assert_eq!(problem["detail"], "the token signature is invalid");
-    assert_ok(
-        &list_with(&app, &published.token(&app.user)).await,
-        "published key",
-    );
+    for alg in [Algorithm::RS256, Algorithm::EdDSA] {
+        let published = TestKey::new(alg, "signing", 0);
+        let other = TestKey::new(alg, "signing", 1);
+        let server = JwksServer::start(jwks_of(&[&published])).await;
+        let app = app_with_jwks_url(&server.origin(), &server.url(), &[]).await;
+        let problem = list_with(&app, &other.token(&app.user)).await.problem(401);
+        assert_eq!(
+            problem["detail"], "the token signature is invalid",
+            "{alg:?}"
+        );
+        assert_ok(
+            &list_with(&app, &published.token(&app.user)).await,
+            &format!("published {alg:?} key"),
+        );
+    }
 }
 
 #[tokio::test]
