@@ -10,6 +10,7 @@
 
 mod app;
 mod database;
+mod fresh;
 mod spin;
 
 pub use app::{

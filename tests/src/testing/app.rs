@@ -166,6 +166,11 @@ pub async fn spawn_app_on(
     let db_name = vars["db_name"].clone();
 
     let manifest = repo_root().join("spin.toml");
+    // Once per process: every app of the process runs the same components.
+    static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Err(stale) = FRESH.get_or_init(|| super::fresh::check(&repo_root())) {
+        panic!("{stale}");
+    }
     let target = match Runtime::from_env() {
         Runtime::Host => Target::Host(App::load_with(&manifest, vars, reuse).unwrap_or_else(|e| {
             panic!(
