@@ -1,11 +1,12 @@
 //! From a delivery to Dapr's answer: check the caller, read the event, act on it once.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
 use spin_sdk::pg::DbValue;
 use todo_adapters::db::Db;
+use todo_adapters::headers;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::sidecar;
@@ -21,7 +22,8 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     sidecar::admit(&req).await?;
     let topic = route(req.method(), req.uri().path())?;
     let path = req.uri().path().to_owned();
-    let content_type = header_str(req.headers(), header::CONTENT_TYPE.as_str()).map(str::to_owned);
+    let content_type =
+        headers::header(req.headers(), header::CONTENT_TYPE.as_str()).map(str::to_owned);
 
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -68,10 +70,6 @@ fn route(method: &Method, path: &str) -> Result<Topic, ApiError> {
         });
     }
     Ok(topic)
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The body, at most `MAX_DELIVERY_BYTES`. A larger one can never be handled (`DROP`); one

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use todo_adapters::binding;
 use todo_adapters::db::Db;
+use todo_adapters::headers::header;
 use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
@@ -62,14 +63,13 @@ async fn handle(req: Request) -> impl IntoResponse {
 }
 
 async fn sweep(req: Request) -> Result<Reply, ApiError> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Some(discovery) = binding::accept(&req).await? {
         return Ok(discovery);
     }
     let events = EventContext {
         source: vars::get("event_source").await?,
         topic: vars::get("topic_reminders").await?,
-        traceparent: header("traceparent").map(str::to_owned),
+        traceparent: header(req.headers(), "traceparent").map(str::to_owned),
     };
     let db_url = vars::get("db_url").await?;
     let db = Db::open(&db_url).await?;

@@ -1,22 +1,20 @@
-//! Reading what a request carries: headers, and a bounded JSON body.
+//! Reading what a request carries: a bounded JSON body.
 
 use bytes::Bytes;
-use http::{HeaderMap, header};
+use http::{HeaderMap, header as h};
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
 use todo_core::error::ApiError;
 use todo_core::tasks::input::MAX_BODY_BYTES;
 
-pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
+pub use todo_adapters::headers::header;
 
 /// The body, at most 64 KiB. Content types other than JSON get 415 when a body is present.
 /// An empty body is returned as empty; callers decide whether they need one.
 pub async fn json_body(req: Request) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
-    let declared = header(&parts.headers, header::CONTENT_LENGTH.as_str())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        header(&parts.headers, h::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
@@ -43,7 +41,7 @@ pub async fn json_body(req: Request) -> Result<Bytes, ApiError> {
 
 /// `application/json` or any `application/*+json`, with optional parameters.
 fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = header(headers, header::CONTENT_TYPE.as_str()) else {
+    let Some(value) = header(headers, h::CONTENT_TYPE.as_str()) else {
         return Err(ApiError::UnsupportedMediaType {
             detail: "send the body with Content-Type: application/json".to_owned(),
         });

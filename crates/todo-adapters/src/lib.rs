@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod binding;
 pub mod db;
+pub mod headers;
 pub mod pool;
 pub mod publish;
 pub mod reply;

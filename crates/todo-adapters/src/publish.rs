@@ -8,6 +8,7 @@
 //! attempt.
 
 use crate::db::Db;
+use crate::sidecar;
 use crate::vars;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -318,7 +319,7 @@ impl Publisher {
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, body.len());
         if !self.api_token.is_empty() {
-            request = request.header("dapr-api-token", &self.api_token);
+            request = request.header(sidecar::TOKEN_HEADER, &self.api_token);
         }
         let mut request = request
             .body(FullBody::new(Bytes::from(body)))

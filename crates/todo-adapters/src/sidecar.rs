@@ -1,5 +1,6 @@
 //! Admitting calls to the routes only the Dapr sidecar calls, by `todo_core::sidecar`'s rules.
 
+use crate::headers::header;
 use crate::vars;
 use spin_sdk::http::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,8 @@ pub async fn admit(req: &Request) -> Result<(), ApiError> {
              sidecar's APP_API_TOKEN), or allow_open_sidecar_routes=true for local development"
         );
     }
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    policy.check(header(TOKEN_HEADER), header("spin-client-addr"))
+    policy.check(
+        header(req.headers(), TOKEN_HEADER),
+        header(req.headers(), "spin-client-addr"),
+    )
 }
