@@ -5,22 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// The source trees the components are built from (what their `spin.toml` `watch` lists
-/// name). Only `.rs` and `.wit` files count: a change to one always makes cargo rebuild the
-/// components that use it, while a manifest or lock file change may not touch them at all.
-const SOURCE_DIRS: [&str; 2] = ["components", "crates"];
-
 /// Checks that every component `source` of the manifest at `root/spin.toml` exists and is newer
-/// than every file it is built from; the error says what is stale and how to rebuild.
+/// than every file it is built from: its own crate (`components/<id>`) and the shared crates
+/// (`crates/`), which is what its `spin.toml` `watch` list names. Only `.rs` and `.wit` files
+/// count: a change to one always makes cargo rebuild the components that use it, while another
+/// component's sources, a manifest or a lock file may not touch this one at all. The error says
+/// what is stale and how to rebuild.
 pub fn check(root: &Path) -> Result<(), String> {
     let manifest = std::fs::read_to_string(root.join("spin.toml"))
         .map_err(|e| format!("reading spin.toml: {e}"))?;
     let manifest: toml::Table = manifest
         .parse()
         .map_err(|e| format!("parsing spin.toml: {e}"))?;
-    let Some((newest, newest_path)) = newest_source(root) else {
-        return Ok(());
-    };
+    let shared = newest_source(&[root.join("crates")]);
     let components = manifest
         .get("component")
         .and_then(toml::Value::as_table)
@@ -28,6 +25,10 @@ pub fn check(root: &Path) -> Result<(), String> {
         .flatten();
     for (id, component) in components {
         let Some(source) = component.get("source").and_then(toml::Value::as_str) else {
+            continue;
+        };
+        let own = newest_source(&[root.join("components").join(id)]);
+        let Some((newest, newest_path)) = shared.clone().max(own) else {
             continue;
         };
         let wasm = root.join(source);
@@ -50,11 +51,11 @@ const HOW: &str = "Rebuild the components first: bash scripts/test.sh does, or c
      --release --target wasm32-wasip2 -p tasks-api -p subscriptions -p event-intake \
      -p outbox-relay -p reminder-sweep";
 
-/// The most recently modified `.rs` or `.wit` file under the source trees.
-fn newest_source(root: &Path) -> Option<(SystemTime, PathBuf)> {
+/// The most recently modified `.rs` or `.wit` file under `dirs`.
+fn newest_source(dirs: &[PathBuf]) -> Option<(SystemTime, PathBuf)> {
     let mut files = Vec::new();
-    for dir in SOURCE_DIRS {
-        collect(&root.join(dir), &mut files);
+    for dir in dirs {
+        collect(dir, &mut files);
     }
     files
         .into_iter()
@@ -116,6 +117,22 @@ mod tests {
         assert!(
             error.contains("cargo build --release --target wasm32-wasip2"),
             "{error}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn another_components_newer_source_does_not_make_a_wasm_stale() {
+        let root = tree(Duration::from_secs(30), Duration::from_secs(60));
+        std::fs::create_dir_all(root.join("components/other/src")).unwrap();
+        File::create(root.join("components/other/src/lib.rs")).unwrap();
+        assert_eq!(check(&root), Ok(()));
+        std::fs::create_dir_all(root.join("components/api/src")).unwrap();
+        File::create(root.join("components/api/src/lib.rs")).unwrap();
+        assert!(
+            check(&root)
+                .unwrap_err()
+                .contains("components/api/src/lib.rs")
         );
         std::fs::remove_dir_all(root).unwrap();
     }
