@@ -114,13 +114,11 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
     let db = Db::open(&db_url).await?;
     for _ in 0..READ_ATTEMPTS {
         let now = time::now();
-        let Some(stored) = db.tasks(store::get(&user_id, task_id)).await?.pop() else {
-            nothing_to_do(delivery, intake::next_occurrence(None, Uuid::nil(), now));
-            return Ok(());
-        };
-        let next = match intake::next_occurrence(Some(&stored), Uuid::now_v7(), now) {
-            Work::CreateNext(next) => next,
-            other => {
+        let stored = db.tasks(store::get(&user_id, task_id)).await?.pop();
+        let work = intake::next_occurrence(stored.as_ref(), Uuid::now_v7(), now);
+        let (stored, next) = match (stored, work) {
+            (Some(stored), Work::CreateNext(next)) => (stored, next),
+            (_, other) => {
                 nothing_to_do(delivery, other);
                 return Ok(());
             }

@@ -180,10 +180,10 @@ async fn create_task(
 
 /// The answer to a create: the task's JSON, its ETag and its Location.
 fn created(ctx: &Ctx, status: StatusCode, id: Uuid, etag: &str, body: String) -> Reply {
-    let mut response = reply::with_body(status, "application/json", body.into_bytes());
-    if let Ok(etag) = HeaderValue::from_str(etag) {
-        response.headers_mut().insert(h::ETAG, etag);
-    }
+    let mut response = etagged(
+        reply::with_body(status, "application/json", body.into_bytes()),
+        etag,
+    );
     if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", ctx.location)) {
         response.headers_mut().insert(h::LOCATION, location);
     }
@@ -269,8 +269,12 @@ fn check_if_match(ctx: &Ctx, task: &Task) -> Result<(), ApiError> {
     }
 }
 
-fn with_etag(mut response: Reply, task: &Task) -> Reply {
-    if let Ok(etag) = HeaderValue::from_str(&task.etag()) {
+fn with_etag(response: Reply, task: &Task) -> Reply {
+    etagged(response, &task.etag())
+}
+
+fn etagged(mut response: Reply, etag: &str) -> Reply {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
         response.headers_mut().insert(h::ETAG, etag);
     }
     response
