@@ -16,8 +16,5 @@ use todo_adapters::reply;
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
-    match handlers::handle(req).await {
-        Ok(response) => response,
-        Err(error) => reply::problem(&error, &path),
-    }
+    reply::answer(handlers::handle(req).await, &path)
 }

@@ -53,10 +53,7 @@ struct Summary {
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
-    match relay(req).await {
-        Ok(response) => response,
-        Err(error) => reply::problem(&error, &path),
-    }
+    reply::answer(relay(req).await, &path)
 }
 
 async fn relay(req: Request) -> Result<Reply, ApiError> {

@@ -56,10 +56,7 @@ struct Summary {
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
-    match sweep(req).await {
-        Ok(response) => response,
-        Err(error) => reply::problem(&error, &path),
-    }
+    reply::answer(sweep(req).await, &path)
 }
 
 async fn sweep(req: Request) -> Result<Reply, ApiError> {

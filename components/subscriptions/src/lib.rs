@@ -20,10 +20,7 @@ const PATH: &str = "/dapr/subscribe";
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
-    match list_subscriptions(&req).await {
-        Ok(response) => response,
-        Err(error) => reply::problem(&error, &path),
-    }
+    reply::answer(list_subscriptions(&req).await, &path)
 }
 
 async fn list_subscriptions(req: &Request) -> Result<Reply, ApiError> {

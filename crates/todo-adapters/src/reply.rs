@@ -16,6 +16,11 @@ use todo_core::prefer;
 
 pub type Reply = Response<FullBody<Bytes>>;
 
+/// What every component's handler returns: `outcome`, or the problem it failed with.
+pub fn answer(outcome: Result<Reply, ApiError>, path: &str) -> Reply {
+    outcome.unwrap_or_else(|error| problem(&error, path))
+}
+
 /// A response with `body`, its length, and `content_type` when there is a body.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
     let length = body.len();
