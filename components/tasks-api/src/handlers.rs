@@ -2,7 +2,6 @@
 //! its events in one statement, then publishes them before answering (`publish::before_response`).
 
 use crate::request::{header, json_body};
-use crate::routes::{self, Action};
 use http::{HeaderValue, StatusCode, header as h};
 use spin_sdk::http::Request;
 use todo_adapters::auth::Verifier;
@@ -13,6 +12,7 @@ use todo_adapters::vars;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::tasks::idempotency::{self, IdempotencyKey};
+use todo_core::tasks::routes::{self, Action};
 use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
 use uuid::Uuid;
 

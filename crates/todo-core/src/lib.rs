@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod intake;
+pub mod openapi;
 pub mod outbox;
 pub mod prefer;
 pub mod recurrence;

@@ -5,6 +5,7 @@ pub mod input;
 pub mod list;
 pub mod model;
 pub mod reminder;
+pub mod routes;
 pub mod store;
 pub mod time;
 

@@ -9,6 +9,7 @@ mod delivery;
 mod events;
 mod helpers;
 mod intake;
+mod openapi;
 mod outbox;
 mod reminders;
 mod tasks;

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
-const Q_MAX: usize = 200;
+pub const Q_MAX: usize = 200;
 
 /// Tasks without a due date sort after every dated task (ascending), as this far-future
 /// instant. It must match the expression index in migrations/0001.

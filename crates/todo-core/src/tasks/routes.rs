@@ -1,9 +1,16 @@
-//! Which operation a request asks for. Spin routes `/api/:user_id/tasks` and
-//! `/api/:user_id/tasks/...` here (plus a catch-all `/api/...` so unknown API paths get a
-//! problem+json 404); the user id arrives in `spin-path-match-user-id`.
+//! The task API's routes: which operation a request asks for, and the methods each path
+//! answers (the router's `Allow` header and the OpenAPI document both read them here).
+//! Spin routes `/api/:user_id/tasks` and `/api/:user_id/tasks/...` to tasks-api (plus a
+//! catch-all `/api/...` so unknown API paths get a problem+json 404); the user id arrives in
+//! `spin-path-match-user-id`.
 
-use todo_core::error::ApiError;
+use crate::error::ApiError;
 use uuid::Uuid;
+
+/// The paths, as the OpenAPI document names them.
+pub const COLLECTION_PATH: &str = "/api/{user_id}/tasks";
+pub const ITEM_PATH: &str = "/api/{user_id}/tasks/{id}";
+pub const COMPLETE_PATH: &str = "/api/{user_id}/tasks/{id}/complete";
 
 #[derive(Debug, PartialEq)]
 pub enum Action {
@@ -16,9 +23,9 @@ pub enum Action {
     Complete(Uuid),
 }
 
-const COLLECTION: &[&str] = &["GET", "POST"];
-const ITEM: &[&str] = &["GET", "PUT", "PATCH", "DELETE"];
-const COMPLETE: &[&str] = &["PATCH", "POST"];
+pub const COLLECTION: &[&str] = &["GET", "POST"];
+pub const ITEM: &[&str] = &["GET", "PUT", "PATCH", "DELETE"];
+pub const COMPLETE: &[&str] = &["PATCH", "POST"];
 
 /// `rest` is the path after `/api/{user_id}/tasks` (empty, `/{id}` or `/{id}/complete`).
 pub fn parse(method: &str, rest: &str) -> Result<Action, ApiError> {
