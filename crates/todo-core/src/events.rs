@@ -14,9 +14,9 @@
 //!   the new time follows, if a reminder remains);
 //! - `reminder.triggered` when the sweep fires it (`crate::reminders`).
 
+use crate::outbox::OutboxRow;
 use crate::reminders::DueReminder;
 use crate::tasks::Task;
-use crate::tasks::store::OutboxRow;
 use crate::tasks::time::serde_utc;
 use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};

@@ -39,12 +39,13 @@ use crate::events::{
     REMINDER_CANCELLED, REMINDER_SCHEDULED, REMINDER_TRIGGERED, TASK_COMPLETED, TASK_CREATED,
     TASK_DELETED, TASK_UPDATED,
 };
+use crate::outbox::{OutboxRow, push_outbox};
 use crate::recurrence::Recurrence;
 use crate::series;
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::{parse_description, parse_tags, parse_title};
 use crate::tasks::reminder::MAX_MINUTES_BEFORE;
-use crate::tasks::store::{self, OutboxRow};
+use crate::tasks::store;
 use crate::tasks::time::parse_utc;
 use crate::tasks::{Priority, Reminder, Task, UserId};
 use chrono::{DateTime, Utc};
@@ -543,7 +544,7 @@ pub fn record_next_occurrence(
          on conflict (source, event_id) do nothing returning 1), "
     ));
     store::push_insert(&mut sql, next, Some("processed"));
-    store::push_outbox(&mut sql, events);
+    push_outbox(&mut sql, events);
     sql.push(
         " select (select count(*) from source), (select count(*) from processed), \
          (select count(*) from written)",

@@ -1,8 +1,9 @@
 //! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql,
 //! 0005_outbox_recheck.sql and 0006_outbox_dead.sql) and the rules of delivering it.
 //!
-//! Task writes insert event rows in the same statement (see `tasks::store`). Publishing is
-//! separate and may fail at any time, so:
+//! Every write that causes events stores them in the same statement ([`push_outbox`]: task
+//! writes, the next occurrence, a reminder firing). Publishing is separate and may fail at any
+//! time, so:
 //! - a user's events are published by one publisher at a time, in `seq` order, one publish
 //!   answered before the next is sent (Dapr's bulk publish is neither ordered nor
 //!   transactional, so a partly failed bulk could be retried in an order consumers can see):
@@ -21,9 +22,48 @@
 //! - delivered rows stay for `retention` and are then pruned; dead rows stay until requeued
 //!   or deleted by an operator.
 
-use crate::sql::{SqlValue, Statement};
+use crate::sql::{Builder, SqlValue, Statement};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// An event to store with a task change, for the relay to publish (see `events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub topic: String,
+    pub event: serde_json::Value,
+}
+
+/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write (the
+/// CTE `written`) touched a row. `ord` keeps the outbox sequence in the order the events were
+/// given.
+pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
+    if events.is_empty() {
+        return;
+    }
+    sql.push(
+        ", outbox_rows as (insert into outbox (event_id, user_id, topic, event) \
+         select v.event_id, v.user_id, v.topic, v.event from (values ",
+    );
+    let rows: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(ord, row)| {
+            let ord = sql.bind(SqlValue::Int32(ord as i32));
+            let id = sql.bind(SqlValue::Uuid(row.event_id));
+            let user = sql.bind(SqlValue::Text(row.user_id.clone()));
+            let topic = sql.bind(SqlValue::Text(row.topic.clone()));
+            let event = sql.bind(SqlValue::Jsonb(row.event.clone()));
+            format!("({ord}::int4, {id}::uuid, {user}::text, {topic}::text, {event}::jsonb)")
+        })
+        .collect();
+    sql.push(&rows.join(", "));
+    sql.push(
+        ") as v(ord, event_id, user_id, topic, event) \
+         where exists (select 1 from written) order by v.ord)",
+    );
+}
 
 /// An undelivered event as the publisher reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +208,43 @@ pub fn dead_count() -> Statement {
 pub const REQUEUE_DEAD: &str = "update outbox set dead_at = null, attempts = 0, \
 first_failed_at = null, next_attempt_at = now() where dead_at is not null";
 
+/// How long a publisher may hold a user's lease before another may take over. Each round takes
+/// the lease anew, and starts no publish that could outlast it.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A publish may take its timeout three times over: to connect, for the first byte of the
+/// answer, and between bytes.
+pub const TIMEOUT_PHASES: u32 = 3;
+
+/// The longest one publish with a per-phase `timeout` can take.
+pub fn publish_limit(timeout: Duration) -> Duration {
+    timeout * TIMEOUT_PHASES
+}
+
+/// Whether a per-phase publish `timeout` is usable at all: one publish must fit a fresh lease,
+/// or no round could ever publish (checked when a publisher is configured).
+pub fn timeout_fits_lease(timeout: Duration) -> bool {
+    fits_in_lease(Duration::ZERO, publish_limit(timeout), LEASE)
+}
+
+/// [`LEASE`] in whole seconds, as [`claim_pending`] takes it.
+pub fn lease_seconds() -> i32 {
+    i32::try_from(LEASE.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// Whether a round read a full batch (`read` events of the `batch` asked for), so more may be
+/// waiting ([`RoundEnd::full`]).
+pub fn read_full_batch(read: usize, batch: i64) -> bool {
+    i64::try_from(read).is_ok_and(|n| n >= batch)
+}
+
+/// Whether a flush that found the lease busy reports the user as served by another publisher:
+/// only if it delivered and parked nothing itself before that (a later round finding the lease
+/// taken still delivered something).
+pub fn left_to_other_holder(delivered: usize, parked: usize) -> bool {
+    delivered == 0 && parked == 0
+}
+
 /// Whether another publish may start `elapsed` into a round whose lease lasts `lease`: only if
 /// it ends, even at its full `timeout`, a safety margin before the lease expires and another
 /// publisher may take over the user's queue.
@@ -285,6 +362,30 @@ mod tests {
         assert!(!fits_in_lease(just_after, timeout, lease));
         assert!(may_publish(true, just_after, timeout, lease));
         assert!(!may_publish(false, just_after, timeout, lease));
+    }
+
+    #[test]
+    fn the_publish_timeout_counts_three_times_against_the_lease() {
+        assert_eq!(
+            publish_limit(Duration::from_secs(2)),
+            Duration::from_secs(6)
+        );
+        assert!(
+            timeout_fits_lease(Duration::from_secs(9)),
+            "27 s + 3 s margin"
+        );
+        assert!(!timeout_fits_lease(Duration::from_millis(9_001)));
+        assert_eq!(lease_seconds(), 30);
+    }
+
+    #[test]
+    fn a_full_batch_means_more_may_wait_and_busy_means_nothing_done_here() {
+        assert!(read_full_batch(20, 20));
+        assert!(!read_full_batch(19, 20));
+        assert!(read_full_batch(0, 0), "an empty batch asked for is full");
+        assert!(left_to_other_holder(0, 0));
+        assert!(!left_to_other_holder(1, 0), "a later round found it busy");
+        assert!(!left_to_other_holder(0, 1));
     }
 
     #[test]

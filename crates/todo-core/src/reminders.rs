@@ -41,8 +41,8 @@
 //! Publishing follows the claims: the events are in the outbox, and the sweep flushes the users
 //! it fired for before it answers (the relay delivers whatever that leaves behind).
 
+use crate::outbox::{OutboxRow, push_outbox};
 use crate::sql::{Builder, SqlValue, Statement, typed};
-use crate::tasks::store::{self, OutboxRow};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -91,7 +91,7 @@ pub fn claim(due: &DueReminder, event: &OutboxRow) -> Statement {
          and reminder_fired_at is null and not completed returning id)",
         typed(&remind_at, "timestamptz")
     ));
-    store::push_outbox(&mut sql, std::slice::from_ref(event));
+    push_outbox(&mut sql, std::slice::from_ref(event));
     sql.push(" select count(*) from written");
     sql.build()
 }

@@ -1,5 +1,6 @@
 //! Tasks: the domain model, request parsing, reminders, list queries and their SQL.
 
+pub mod changes;
 pub mod idempotency;
 pub mod input;
 pub mod list;
@@ -8,7 +9,8 @@ pub mod reminder;
 pub mod store;
 pub mod time;
 
-pub use input::{TaskChanges, parse_complete, parse_create, parse_patch, parse_replace};
+pub use changes::TaskChanges;
+pub use input::{parse_complete, parse_create, parse_patch, parse_replace};
 pub use list::{ListQuery, Page};
 pub use model::{Priority, ReminderColumns, Task, TaskRow, UserId};
 pub use reminder::Reminder;

@@ -101,7 +101,7 @@ fn every_event_type_matches_its_schema() {
     }
 }
 
-fn kinds(rows: &[todo_core::tasks::store::OutboxRow]) -> Vec<&str> {
+fn kinds(rows: &[todo_core::outbox::OutboxRow]) -> Vec<&str> {
     rows.iter()
         .map(|r| r.event["type"].as_str().unwrap_or(""))
         .collect()

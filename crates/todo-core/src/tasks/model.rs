@@ -1,7 +1,7 @@
 //! The task and the value types it is made of. Each type validates once, when it is built.
 
 use crate::recurrence::{Recurrence, RecurrenceInput};
-use crate::tasks::input::TaskChanges;
+use crate::tasks::changes::TaskChanges;
 use crate::tasks::reminder::Reminder;
 use crate::tasks::time::serde_utc;
 use crate::validation::FieldError;

@@ -10,7 +10,7 @@
 //! (migrations/0004_reminders.sql), where the sweep (`crate::reminders`) finds it.
 
 use crate::tasks::time::parse_utc;
-use crate::validation::FieldError;
+use crate::validation::{FieldError, json_kind};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
@@ -130,10 +130,7 @@ pub fn parse_minutes(value: &Value) -> Result<u32, FieldError> {
         }
         other => Err(FieldError::new(
             MINUTES_FIELD,
-            format!(
-                "must be an integer or null, not {}",
-                crate::tasks::input::json_kind(other)
-            ),
+            format!("must be an integer or null, not {}", json_kind(other)),
         )),
     }
 }
@@ -146,7 +143,7 @@ pub fn parse_at(value: &Value) -> Result<DateTime<Utc>, FieldError> {
             AT_FIELD,
             format!(
                 "must be an RFC 3339 date-time string or null, not {}",
-                crate::tasks::input::json_kind(other)
+                json_kind(other)
             ),
         )),
     }

@@ -6,6 +6,7 @@
 //! Updates and deletes are conditional on the version that was read, so a concurrent writer
 //! makes the statement touch nothing instead of silently overwriting.
 
+use crate::outbox::{OutboxRow, push_outbox};
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::{Task, tag_keys};
 use crate::tasks::reminder::Reminder;
@@ -25,15 +26,6 @@ pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, \
      series_anchor at time zone 'UTC' as series_anchor, anchor_occurrence, \
      remind_before_minutes, remind_at at time zone 'UTC' as remind_at, \
      reminder_fired_at at time zone 'UTC' as reminder_fired_at";
-
-/// An event to store with a task change, for the relay to publish (see `events`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
-    pub event_id: Uuid,
-    pub user_id: String,
-    pub topic: String,
-    pub event: serde_json::Value,
-}
 
 pub fn get(user_id: &str, id: Uuid) -> Statement {
     Statement::new(
@@ -197,40 +189,10 @@ fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
     ));
 }
 
-/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write (the
-/// CTE `written`) touched a row. `ord` keeps the outbox sequence in the order the events were
-/// given.
-pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
-    if events.is_empty() {
-        return;
-    }
-    sql.push(
-        ", outbox_rows as (insert into outbox (event_id, user_id, topic, event) \
-         select v.event_id, v.user_id, v.topic, v.event from (values ",
-    );
-    let rows: Vec<String> = events
-        .iter()
-        .enumerate()
-        .map(|(ord, row)| {
-            let ord = sql.bind(SqlValue::Int32(ord as i32));
-            let id = sql.bind(SqlValue::Uuid(row.event_id));
-            let user = sql.bind(SqlValue::Text(row.user_id.clone()));
-            let topic = sql.bind(SqlValue::Text(row.topic.clone()));
-            let event = sql.bind(SqlValue::Jsonb(row.event.clone()));
-            format!("({ord}::int4, {id}::uuid, {user}::text, {topic}::text, {event}::jsonb)")
-        })
-        .collect();
-    sql.push(&rows.join(", "));
-    sql.push(
-        ") as v(ord, event_id, user_id, topic, event) \
-         where exists (select 1 from written) order by v.ord)",
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::input::TaskChanges;
+    use crate::tasks::changes::TaskChanges;
     use crate::tasks::model::UserId;
     use chrono::Utc;
 
