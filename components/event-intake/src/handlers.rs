@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
-use spin_sdk::pg::DbValue;
 use todo_adapters::db::Db;
 use todo_adapters::headers;
 use todo_adapters::publish;
@@ -14,6 +13,7 @@ use todo_adapters::vars;
 use todo_core::error::ApiError;
 use todo_core::events::EventContext;
 use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Topic, Work};
+use todo_core::sql::SqlValue;
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
 use todo_core::tasks::{store, time};
 use uuid::Uuid;
@@ -132,9 +132,9 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         let counts = match written.first().map(Vec::as_slice) {
             Some(
                 [
-                    DbValue::Int64(source),
-                    DbValue::Int64(processed),
-                    DbValue::Int64(created),
+                    SqlValue::Int64(source),
+                    SqlValue::Int64(processed),
+                    SqlValue::Int64(created),
                 ],
             ) => (*source, *processed, *created),
             other => {

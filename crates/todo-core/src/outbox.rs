@@ -22,7 +22,7 @@
 //! - delivered rows stay for `retention` and are then pruned; dead rows stay until requeued
 //!   or deleted by an operator.
 
-use crate::sql::{Builder, SqlValue, Statement};
+use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -74,8 +74,38 @@ pub struct Pending {
     pub event: serde_json::Value,
 }
 
-/// Column order of [`claim_pending`]; publishers decode rows in this order.
-pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
+/// What [`claim_pending`] selects, in the order [`decode_claim`] reads it.
+const PENDING_COLUMNS: [Column; 4] = [
+    Column::new("seq", "int8"),
+    Column::new("event_id", "uuid"),
+    Column::new("topic", "text"),
+    Column::new("event", "jsonb"),
+];
+
+impl Pending {
+    fn decode(values: &[SqlValue]) -> Result<Self, String> {
+        let row = Row::new(&PENDING_COLUMNS, values)?;
+        Ok(Self {
+            seq: row.int64("seq")?,
+            event_id: row.uuid("event_id")?,
+            topic: row.text("topic")?,
+            event: row.json("event")?.clone(),
+        })
+    }
+}
+
+/// The rows of [`claim_pending`]: `None` when another holder has the lease (no row), else the
+/// claimed events, none when the one row is all nulls (claimed, nothing due).
+pub fn decode_claim(rows: &[Vec<SqlValue>]) -> Result<Option<Vec<Pending>>, String> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.iter()
+        .filter(|row| !matches!(row.first(), Some(SqlValue::Null)))
+        .map(|row| Pending::decode(row))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
 
 /// The rows a publisher still has to send: neither delivered nor parked as dead.
 const PENDING: &str = "delivered_at is null and dead_at is null";
@@ -93,6 +123,7 @@ const PENDING: &str = "delivered_at is null and dead_at is null";
 /// the row lock, whose re-check drops rows delivered since the snapshot. Without
 /// `for no key update` those events would be published twice.
 pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64) -> Statement {
+    let columns = select_list(&PENDING_COLUMNS);
     Statement::new(
         format!(
             "with claimed as (insert into outbox_leases as lease (user_id, holder, expires_at) \
@@ -104,8 +135,8 @@ pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64
                           else lease.expires_at end, \
              recheck = lease.expires_at >= now() \
              returning holder = $2::uuid as ours) \
-             select {PENDING_COLUMNS} from claimed left join lateral \
-             (select {PENDING_COLUMNS} from outbox where claimed.ours and user_id = $1::text \
+             select {columns} from claimed left join lateral \
+             (select {columns} from outbox where claimed.ours and user_id = $1::text \
               and {PENDING} \
               and (select next_attempt_at from outbox where user_id = $1::text and {PENDING} \
                    order by seq limit 1) <= now() \
@@ -319,6 +350,42 @@ mod tests {
                 "user@x|1"
             ),
             "http://127.0.0.1:3500/v1.0/publish/kafka-pubsub/tasks?metadata.partitionKey=user%40x%7C1"
+        );
+    }
+
+    #[test]
+    fn a_claim_reads_busy_nothing_due_or_the_events() {
+        assert_eq!(decode_claim(&[]), Ok(None), "busy: no row");
+        let nulls = vec![SqlValue::Null; 4];
+        assert_eq!(
+            decode_claim(&[nulls]),
+            Ok(Some(vec![])),
+            "claimed, nothing due"
+        );
+        let id = Uuid::now_v7();
+        let event = serde_json::json!({"type": "task.created"});
+        let row = vec![
+            SqlValue::Int64(7),
+            SqlValue::Uuid(id),
+            SqlValue::Text("tasks".into()),
+            SqlValue::Jsonb(event.clone()),
+        ];
+        assert_eq!(
+            decode_claim(std::slice::from_ref(&row)),
+            Ok(Some(vec![Pending {
+                seq: 7,
+                event_id: id,
+                topic: "tasks".into(),
+                event,
+            }]))
+        );
+        let mut bad = row;
+        bad[1] = SqlValue::Text("not a uuid".into());
+        assert!(decode_claim(&[bad]).is_err());
+        let sql = claim_pending("u", Uuid::nil(), 30, 10).sql;
+        assert!(
+            sql.contains("select seq, event_id, topic, event from claimed"),
+            "{sql}"
         );
     }
 

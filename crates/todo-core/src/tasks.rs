@@ -12,5 +12,5 @@ pub mod time;
 pub use changes::TaskChanges;
 pub use input::{parse_complete, parse_create, parse_patch, parse_replace};
 pub use list::{ListQuery, Page};
-pub use model::{Priority, ReminderColumns, Task, TaskRow, UserId};
+pub use model::{Priority, Task, UserId};
 pub use reminder::Reminder;

@@ -1,6 +1,6 @@
 //! The task and the value types it is made of. Each type validates once, when it is built.
 
-use crate::recurrence::{Recurrence, RecurrenceInput};
+use crate::recurrence::Recurrence;
 use crate::tasks::changes::TaskChanges;
 use crate::tasks::reminder::Reminder;
 use crate::tasks::time::serde_utc;
@@ -388,94 +388,6 @@ impl Task {
     /// `"<version>"`, a strong entity tag for conditional requests.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
-    }
-}
-
-/// A task as read from the database, before its stored values are re-validated. The reminder
-/// columns (migrations/0004_reminders.sql) come separately, as [`ReminderColumns`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRow {
-    pub id: Uuid,
-    pub user_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub completed: bool,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub priority: i16,
-    pub tags: Vec<String>,
-    pub due_at: Option<DateTime<Utc>>,
-    pub recurrence: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-    pub series_id: Uuid,
-    pub occurrence: i32,
-    pub series_anchor: Option<DateTime<Utc>>,
-    pub anchor_occurrence: i32,
-}
-
-/// The reminder columns of a task row, in the order `store::TASK_COLUMNS` selects them after
-/// the others.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReminderColumns {
-    pub remind_before_minutes: Option<i32>,
-    /// The effective fire time.
-    pub remind_at: Option<DateTime<Utc>>,
-    pub reminder_fired_at: Option<DateTime<Utc>>,
-}
-
-impl TaskRow {
-    /// The task without a reminder. Fails only if the database holds something this code
-    /// never writes.
-    pub fn into_task(self) -> Result<Task, String> {
-        self.into_task_with(ReminderColumns::default())
-    }
-
-    /// The task with its reminder columns.
-    pub fn into_task_with(self, reminder: ReminderColumns) -> Result<Task, String> {
-        let reminder_fired_at = reminder.reminder_fired_at;
-        let reminder = Reminder::from_columns(reminder.remind_before_minutes, reminder.remind_at)
-            .map_err(|e| format!("task {}: {e}", self.id))?;
-        let priority = Priority::from_rank(self.priority)
-            .ok_or_else(|| format!("task {} has priority rank {}", self.id, self.priority))?;
-        let recurrence = self
-            .recurrence
-            .map(|stored| {
-                serde_json::from_value::<RecurrenceInput>(stored)
-                    .map_err(|e| e.to_string())
-                    .and_then(|input| Recurrence::parse(input).map_err(|e| format!("{e:?}")))
-            })
-            .transpose()
-            .map_err(|e| format!("task {} has an unreadable recurrence: {e}", self.id))?;
-        let occurrence = u32::try_from(self.occurrence)
-            .map_err(|_| format!("task {} has occurrence {}", self.id, self.occurrence))?;
-        let anchor_occurrence = u32::try_from(self.anchor_occurrence).map_err(|_| {
-            format!(
-                "task {} has anchor occurrence {}",
-                self.id, self.anchor_occurrence
-            )
-        })?;
-        Ok(Task {
-            id: self.id,
-            user_id: self.user_id,
-            title: self.title,
-            description: self.description,
-            completed: self.completed,
-            completed_at: self.completed_at,
-            priority,
-            tags: self.tags,
-            due_at: self.due_at,
-            reminder,
-            reminder_fired_at,
-            recurrence,
-            series_id: self.series_id,
-            occurrence,
-            series_anchor: self.series_anchor,
-            anchor_occurrence,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            version: self.version,
-        })
     }
 }
 
