@@ -278,18 +278,7 @@ fn parse_reminder(
         None | Some(Value::Null) => Some(None),
         Some(value) => errors.take(reminder::parse_at(value)).map(Some),
     };
-    match (minutes?, at?) {
-        (Some(_), Some(_)) => {
-            errors.push(FieldError::new(
-                AT_FIELD,
-                "send either remind_before_minutes or remind_at, not both",
-            ));
-            None
-        }
-        (Some(minutes), None) => Some(Some(Reminder::Before(minutes))),
-        (None, Some(at)) => Some(Some(Reminder::At(at))),
-        (None, None) => Some(None),
-    }
+    errors.take(Reminder::from_fields(minutes?, at?))
 }
 
 fn parse_recurrence(

@@ -3,10 +3,9 @@
 use crate::recurrence::Recurrence;
 use crate::tasks::changes::TaskChanges;
 use crate::tasks::reminder::Reminder;
-use crate::tasks::time::serde_utc;
 use crate::validation::FieldError;
 use chrono::{DateTime, Utc};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use uuid::Uuid;
 
 pub const TITLE_MAX: usize = 200;
@@ -180,8 +179,8 @@ pub fn tag_keys(tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| t.to_lowercase()).collect()
 }
 
-/// A task. Its JSON form, as the API returns it and events carry it, is [`TaskJson`]
-/// (schemas/task.json).
+/// A task. Its JSON form, as the API returns it and events carry it, is
+/// `events::wire::TaskJson` (schemas/task.json).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: Uuid,
@@ -213,68 +212,6 @@ pub struct Task {
     /// Bumped by every write, and by a reminder firing; the basis of the `ETag` and of
     /// lost-update protection.
     pub version: i64,
-}
-
-/// The JSON form of a [`Task`]. The reminder appears as the client set it
-/// (`remind_before_minutes` or `remind_at`, the other null) and as it takes effect:
-/// `reminder_fires_at` is when it fires, `reminder_fired_at` when it did. Those two are
-/// read-only, so a client may send back what it read.
-#[derive(Serialize)]
-pub struct TaskJson<'a> {
-    id: Uuid,
-    title: &'a str,
-    description: &'a Option<String>,
-    completed: bool,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    completed_at: Option<DateTime<Utc>>,
-    priority: Priority,
-    tags: &'a [String],
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    due_at: Option<DateTime<Utc>>,
-    remind_before_minutes: Option<u32>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    remind_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    reminder_fires_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    reminder_fired_at: Option<DateTime<Utc>>,
-    recurrence: &'a Option<Recurrence>,
-    series_id: Uuid,
-    occurrence: u32,
-    #[serde(serialize_with = "serde_utc::serialize")]
-    created_at: DateTime<Utc>,
-    #[serde(serialize_with = "serde_utc::serialize")]
-    updated_at: DateTime<Utc>,
-}
-
-impl<'a> From<&'a Task> for TaskJson<'a> {
-    fn from(task: &'a Task) -> Self {
-        Self {
-            id: task.id,
-            title: &task.title,
-            description: &task.description,
-            completed: task.completed,
-            completed_at: task.completed_at,
-            priority: task.priority,
-            tags: &task.tags,
-            due_at: task.due_at,
-            remind_before_minutes: task.reminder.and_then(Reminder::minutes_before),
-            remind_at: task.reminder.and_then(Reminder::absolute),
-            reminder_fires_at: task.reminder_fires_at(),
-            reminder_fired_at: task.reminder_fired_at,
-            recurrence: &task.recurrence,
-            series_id: task.series_id,
-            occurrence: task.occurrence,
-            created_at: task.created_at,
-            updated_at: task.updated_at,
-        }
-    }
-}
-
-impl Serialize for Task {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        TaskJson::from(self).serialize(serializer)
-    }
 }
 
 impl Task {
