@@ -47,6 +47,67 @@ pub struct EventContext {
     pub traceparent: Option<String>,
 }
 
+/// Where a task write's events go: task events to one topic, reminder events to another, with
+/// the same source and trace context.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub tasks: EventContext,
+    pub reminders: EventContext,
+}
+
+impl Topics {
+    pub fn new(
+        source: String,
+        tasks_topic: String,
+        reminders_topic: String,
+        traceparent: Option<String>,
+    ) -> Self {
+        let tasks = EventContext {
+            source,
+            topic: tasks_topic,
+            traceparent,
+        };
+        let reminders = EventContext {
+            topic: reminders_topic,
+            ..tasks.clone()
+        };
+        Self { tasks, reminders }
+    }
+
+    /// The events of a new task, a client's or a next occurrence: `task.created`, then
+    /// `reminder.scheduled` if it has a pending reminder.
+    pub fn created(&self, task: &Task, now: DateTime<Utc>) -> Vec<OutboxRow> {
+        let mut rows = vec![self.tasks.created(task, now)];
+        rows.extend(self.reminders.reminder_changes(None, Some(task), now));
+        rows
+    }
+
+    /// The events of a change from `before` to `after` whose fields `changed` changed: the
+    /// task's ([`EventContext::for_change`]), then the reminder's.
+    pub fn changed(
+        &self,
+        before: &Task,
+        after: &Task,
+        changed: &[&'static str],
+        now: DateTime<Utc>,
+    ) -> Vec<OutboxRow> {
+        let mut rows = self.tasks.for_change(after, changed, now);
+        rows.extend(
+            self.reminders
+                .reminder_changes(Some(before), Some(after), now),
+        );
+        rows
+    }
+
+    /// The events of deleting `task`: `task.deleted`, then `reminder.cancelled` if a
+    /// reminder was pending.
+    pub fn deleted(&self, task: &Task, now: DateTime<Utc>) -> Vec<OutboxRow> {
+        let mut rows = vec![self.tasks.deleted(task, now)];
+        rows.extend(self.reminders.reminder_changes(Some(task), None, now));
+        rows
+    }
+}
+
 impl EventContext {
     /// The events a change from `before` to `after` causes, in the order consumers must see
     /// them: `task.updated` for field changes, then `task.completed` when completion flipped.

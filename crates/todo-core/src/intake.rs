@@ -397,6 +397,38 @@ pub fn record_next_occurrence(
     sql.build()
 }
 
+/// What [`record_next_occurrence`] did, read from its one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The completed task changed since it was read: read it again.
+    SourceChanged,
+    /// The next occurrence was created, with its events.
+    Created,
+    /// Another event (an earlier completion of the same task) created this occurrence already.
+    OccurrenceExists,
+    /// The event was handled before.
+    HandledBefore,
+}
+
+impl Recorded {
+    /// Decodes `(source unchanged, markers inserted, tasks inserted)`.
+    pub fn decode(row: &[SqlValue]) -> Result<Self, String> {
+        match row {
+            [
+                SqlValue::Int64(source),
+                SqlValue::Int64(processed),
+                SqlValue::Int64(created),
+            ] => Ok(match (source, processed, created) {
+                (0, _, _) => Recorded::SourceChanged,
+                (_, _, 1) => Recorded::Created,
+                (_, 1, _) => Recorded::OccurrenceExists,
+                _ => Recorded::HandledBefore,
+            }),
+            other => Err(format!("recording a next occurrence returned {other:?}")),
+        }
+    }
+}
+
 /// Deletes markers older than `days`. Dapr redelivers within minutes to hours; past the
 /// horizon a late duplicate is still harmless, because the series index stops a second
 /// occurrence.
@@ -945,6 +977,19 @@ mod tests {
             panic!("a next occurrence");
         };
         assert_eq!((next.id, next.title.as_str()), (id, "Edited since"));
+    }
+
+    #[test]
+    fn the_recorded_counts_tell_what_happened() {
+        let row = |s, p, c| [SqlValue::Int64(s), SqlValue::Int64(p), SqlValue::Int64(c)];
+        assert_eq!(Recorded::decode(&row(0, 0, 0)), Ok(Recorded::SourceChanged));
+        assert_eq!(Recorded::decode(&row(1, 1, 1)), Ok(Recorded::Created));
+        assert_eq!(
+            Recorded::decode(&row(1, 1, 0)),
+            Ok(Recorded::OccurrenceExists)
+        );
+        assert_eq!(Recorded::decode(&row(1, 0, 0)), Ok(Recorded::HandledBefore));
+        assert!(Recorded::decode(&[SqlValue::Int64(1)]).is_err());
     }
 
     #[test]

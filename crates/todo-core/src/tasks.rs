@@ -1,4 +1,5 @@
-//! Tasks: the domain model, request parsing, reminders, list queries and their SQL.
+//! Tasks: the domain model, request parsing, reminders, list queries, the write rules and
+//! their SQL.
 
 pub mod changes;
 pub mod idempotency;
@@ -8,6 +9,7 @@ pub mod model;
 pub mod reminder;
 pub mod store;
 pub mod time;
+pub mod write;
 
 pub use changes::TaskChanges;
 pub use input::{parse_complete, parse_create, parse_patch, parse_replace};
