@@ -1,7 +1,6 @@
 //! Tasks: the domain model, request parsing, reminders, list queries, the write rules and
 //! their SQL.
 
-pub mod changes;
 pub mod idempotency;
 pub mod input;
 pub mod list;
@@ -11,8 +10,7 @@ pub mod store;
 pub mod time;
 pub mod write;
 
-pub use changes::TaskChanges;
 pub use input::{parse_complete, parse_create, parse_patch, parse_replace};
 pub use list::{ListQuery, Page};
-pub use model::{Priority, Task, UserId};
+pub use model::{Priority, Task, TaskChanges, UserId};
 pub use reminder::Reminder;

@@ -235,7 +235,7 @@ pub fn replay(stored: Option<StoredAnswer>, fingerprint: &str) -> Result<StoredA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::changes::TaskChanges;
+    use crate::tasks::model::TaskChanges;
     use crate::tasks::model::UserId;
     use chrono::Utc;
 

@@ -11,8 +11,7 @@
 
 use crate::error::ApiError;
 use crate::recurrence::{Recurrence, RecurrenceInput};
-use crate::tasks::changes::TaskChanges;
-use crate::tasks::model::{Priority, parse_description, parse_tags, parse_title};
+use crate::tasks::model::{Priority, TaskChanges, parse_description, parse_tags, parse_title};
 use crate::tasks::reminder::{self, AT_FIELD, MINUTES_FIELD, Reminder};
 use crate::tasks::time::parse_utc;
 use crate::validation::{Errors, FieldError, json_kind};

@@ -1,7 +1,6 @@
 //! The task and the value types it is made of. Each type validates once, when it is built.
 
 use crate::recurrence::Recurrence;
-use crate::tasks::changes::TaskChanges;
 use crate::tasks::reminder::Reminder;
 use crate::validation::FieldError;
 use chrono::{DateTime, Utc};
@@ -177,6 +176,21 @@ pub fn parse_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<Stri
 /// Lower-cased tags, stored beside the tags for case-insensitive filtering.
 pub fn tag_keys(tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| t.to_lowercase()).collect()
+}
+
+/// Validated changes to a task, as a request body (`tasks::input`) or a rule (the complete
+/// toggle, `tasks::write`) asks for them; [`Task::apply`] applies them. `None` leaves a field as
+/// it is; for optional fields `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChanges {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub completed: Option<bool>,
+    pub priority: Option<Priority>,
+    pub tags: Option<Vec<String>>,
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub reminder: Option<Option<Reminder>>,
+    pub recurrence: Option<Option<Recurrence>>,
 }
 
 /// A task. Its JSON form, as the API returns it and events carry it, is

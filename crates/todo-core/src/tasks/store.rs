@@ -288,7 +288,7 @@ fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::changes::TaskChanges;
+    use crate::tasks::model::TaskChanges;
     use crate::tasks::model::UserId;
     use chrono::Utc;
 
