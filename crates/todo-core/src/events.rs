@@ -1,10 +1,9 @@
 //! The event catalog: CloudEvents 1.0 built with the maintained `cloudevents-sdk`.
 //!
 //! CloudEvents 1.0 (README, "Events"). Each type's `data` is one struct in [`wire`], with its
-//! JSON schema in `schemas/`; the tests
-//! below and `tests/event_schemas.rs` check every built event against it. Events are stored in the
-//! outbox with the task change and published later with the same `id`, so a retry is
-//! recognisable as the same event.
+//! JSON schema in `schemas/`; the tests below and `tests/event_schemas.rs` check every built
+//! event against it. Events are stored in the outbox with the task change and published later
+//! with the same `id`, so a retry is recognisable as the same event.
 //!
 //! Task events go to the `tasks` topic. Reminder events go to the `reminders` topic (an
 //! [`EventContext`] of its own), keyed by user id like every event, and only ever concern a
