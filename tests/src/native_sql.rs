@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use bytes::BytesMut;
 use todo_core::sql::{SqlValue, Statement};
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Row};
 
 /// SQL NULL for a placeholder of any type, as the pg host binds `db-null`.
@@ -67,6 +67,36 @@ pub async fn count(client: &Client, statement: &Statement) -> Result<i64> {
         .map(|row| row.try_get::<_, i64>(0))
         .transpose()?
         .ok_or_else(|| anyhow!("the statement returned no row"))
+}
+
+/// A row as the core's values, read the way the pg host reads them for the components
+/// (todo-adapters `db.rs`), so the core's row decoders apply: date-times as naive UTC
+/// `timestamp`, null array elements dropped.
+pub fn values(row: &Row) -> Result<Vec<SqlValue>> {
+    (0..row.len()).map(|i| value(row, i)).collect()
+}
+
+fn value(row: &Row, i: usize) -> Result<SqlValue> {
+    fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<Option<T>> {
+        row.try_get::<_, Option<T>>(i)
+            .with_context(|| format!("reading column {i}"))
+    }
+    let value = match *row.columns()[i].type_() {
+        Type::BOOL => get(row, i)?.map(SqlValue::Bool),
+        Type::INT2 => get(row, i)?.map(SqlValue::Int16),
+        Type::INT4 => get(row, i)?.map(SqlValue::Int32),
+        Type::INT8 => get(row, i)?.map(SqlValue::Int64),
+        Type::TEXT | Type::VARCHAR => get(row, i)?.map(SqlValue::Text),
+        Type::TEXT_ARRAY => get::<Vec<Option<String>>>(row, i)?
+            .map(|items| SqlValue::TextArray(items.into_iter().flatten().collect())),
+        Type::UUID => get(row, i)?.map(SqlValue::Uuid),
+        Type::TIMESTAMP => {
+            get::<chrono::NaiveDateTime>(row, i)?.map(|t| SqlValue::Timestamp(t.and_utc()))
+        }
+        Type::JSONB | Type::JSON => get(row, i)?.map(SqlValue::Jsonb),
+        ref other => return Err(anyhow!("column {i} has type {other}, which is not read")),
+    };
+    Ok(value.unwrap_or(SqlValue::Null))
 }
 
 fn excerpt(sql: &str) -> &str {

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
-use spin_sdk::pg::DbValue;
 use todo_adapters::db::Db;
 use todo_adapters::headers;
 use todo_adapters::publish;
@@ -12,8 +11,8 @@ use todo_adapters::reply::{self, Reply};
 use todo_adapters::sidecar;
 use todo_adapters::vars;
 use todo_core::error::ApiError;
-use todo_core::events::EventContext;
-use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Topic, Work};
+use todo_core::events::Topics;
+use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Recorded, Topic, Work};
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
 use todo_core::tasks::{store, time};
 use uuid::Uuid;
@@ -101,15 +100,12 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         Work::ReadTask { user_id, task_id } => (user_id, task_id),
         Work::Acknowledge(_) | Work::CreateNext(_) => return Ok(()),
     };
-    let events = EventContext {
-        source: vars::get("event_source").await?,
-        topic: vars::get("topic_tasks").await?,
-        traceparent: delivery.traceparent.clone(),
-    };
-    let reminders = EventContext {
-        topic: vars::get("topic_reminders").await?,
-        ..events.clone()
-    };
+    let topics = Topics::new(
+        vars::get("event_source").await?,
+        vars::get("topic_tasks").await?,
+        vars::get("topic_reminders").await?,
+        delivery.traceparent.clone(),
+    );
     let db_url = vars::get("db_url").await?;
     let db = Db::open(&db_url).await?;
     for _ in 0..READ_ATTEMPTS {
@@ -123,35 +119,23 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
                 return Ok(());
             }
         };
-        // The new occurrence's reminder, carried over from the completed task, is scheduled
-        // in the same statement that creates it.
-        let mut rows = vec![events.created(&next, now)];
-        rows.extend(reminders.reminder_changes(None, Some(&next), now));
+        // The new occurrence's events are a create's: its reminder, carried over from the
+        // completed task, is scheduled in the same statement that creates it.
+        let rows = topics.created(&next, now);
         let statement = intake::record_next_occurrence(&delivery.key, &stored, &next, &rows);
         let written = db.rows(statement).await?;
-        let counts = match written.first().map(Vec::as_slice) {
-            Some(
-                [
-                    DbValue::Int64(source),
-                    DbValue::Int64(processed),
-                    DbValue::Int64(created),
-                ],
-            ) => (*source, *processed, *created),
-            other => {
-                return Err(ApiError::internal(format!(
-                    "recording a next occurrence returned {other:?}"
-                )));
-            }
-        };
-        match counts {
-            // The task changed since it was read: read it again.
-            (0, _, _) => continue,
-            (_, _, 1) => publish::before_response(db, next.user_id.clone()).await,
-            (_, 1, _) => println!(
+        let recorded = written
+            .first()
+            .map_or(Err("no row".to_owned()), |row| Recorded::decode(row))
+            .map_err(ApiError::internal)?;
+        match recorded {
+            Recorded::SourceChanged => continue,
+            Recorded::Created => publish::before_response(db, next.user_id.clone()).await,
+            Recorded::OccurrenceExists => println!(
                 "occurrence {} of series {} exists already; event {} changed nothing",
                 next.occurrence, next.series_id, delivery.key.id
             ),
-            _ => {}
+            Recorded::HandledBefore => {}
         }
         return Ok(());
     }

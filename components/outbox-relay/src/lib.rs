@@ -9,7 +9,6 @@
 use http::StatusCode;
 use serde::Serialize;
 use spin_sdk::http::{IntoResponse, Request};
-use spin_sdk::pg::DbValue;
 use std::time::Duration;
 use todo_adapters::binding;
 use todo_adapters::db::Db;
@@ -17,6 +16,7 @@ use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
+use todo_core::sql::SqlValue;
 use todo_core::tasks::idempotency;
 use todo_core::{intake, outbox};
 
@@ -71,7 +71,7 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
         .await?
         .into_iter()
         .filter_map(|row| match row.into_iter().next() {
-            Some(DbValue::Str(user)) => Some(user),
+            Some(SqlValue::Text(user)) => Some(user),
             _ => None,
         })
         .collect();

@@ -1,5 +1,6 @@
-//! One function per operation. Each validates through the core, writes the task change and
-//! its events in one statement, then publishes them before answering (`publish::before_response`).
+//! One function per operation: load, run what the core decides (`tasks::write`), retry when a
+//! concurrent write got there first, render. A write's events are published before answering
+//! (`publish::before_response`).
 
 use crate::request::{header, json_body};
 use http::{HeaderValue, StatusCode, header as h};
@@ -10,22 +11,18 @@ use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;
 use todo_core::error::ApiError;
-use todo_core::events::EventContext;
+use todo_core::events::Topics;
 use todo_core::tasks::idempotency::{self, IdempotencyKey};
 use todo_core::tasks::routes::{self, Action};
-use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
+use todo_core::tasks::write::{self, Change, Update, WRITE_ATTEMPTS, Write};
+use todo_core::tasks::{self, ListQuery, Task, UserId, store, time};
 use uuid::Uuid;
-
-/// How often a write re-reads and retries when another request changed the task in between.
-const WRITE_ATTEMPTS: usize = 3;
 
 struct Ctx {
     user: UserId,
     db: Db,
-    /// Task events, to the `tasks` topic.
-    events: EventContext,
-    /// Reminder events, to the `reminders` topic.
-    reminders: EventContext,
+    /// Where the writes' events go.
+    topics: Topics,
     if_match: Option<String>,
     location: String,
 }
@@ -51,18 +48,15 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         .await?;
 
     let db_url = vars::get("db_url").await?;
-    let events = EventContext {
-        source: vars::get("event_source").await?,
-        topic: vars::get("topic_tasks").await?,
-        traceparent: header(req.headers(), "traceparent").map(str::to_owned),
-    };
+    let topics = Topics::new(
+        vars::get("event_source").await?,
+        vars::get("topic_tasks").await?,
+        vars::get("topic_reminders").await?,
+        header(req.headers(), "traceparent").map(str::to_owned),
+    );
     let ctx = Ctx {
         db: Db::open(&db_url).await?,
-        reminders: EventContext {
-            topic: vars::get("topic_reminders").await?,
-            ..events.clone()
-        },
-        events,
+        topics,
         if_match: header(req.headers(), "if-match").map(str::to_owned),
         location: collection,
         user,
@@ -80,21 +74,15 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
         }
         Action::Replace(id) => {
             let changes = tasks::parse_replace(&json_body(req).await?)?;
-            update_task(&ctx, id, |_| Ok(changes.clone())).await?
+            update_task(&ctx, id, Change::Fields(changes)).await?
         }
         Action::Patch(id) => {
             let changes = tasks::parse_patch(&json_body(req).await?)?;
-            update_task(&ctx, id, |_| Ok(changes.clone())).await?
+            update_task(&ctx, id, Change::Fields(changes)).await?
         }
         Action::Complete(id) => {
             let set = tasks::parse_complete(&json_body(req).await?)?;
-            update_task(&ctx, id, |current| {
-                Ok(TaskChanges {
-                    completed: Some(set.unwrap_or(!current.completed)),
-                    ..TaskChanges::default()
-                })
-            })
-            .await?
+            update_task(&ctx, id, Change::Complete(set)).await?
         }
         Action::Delete(id) => (delete_task(&ctx, id).await?, true),
     };
@@ -132,15 +120,13 @@ async fn create_task(
     key: Option<IdempotencyKey>,
 ) -> Result<(Reply, bool), ApiError> {
     let changes = tasks::parse_create(body)?;
-    let now = time::now();
-    let task = Task::create(Uuid::now_v7(), &ctx.user, changes, now);
-    let mut events = vec![ctx.events.created(&task, now)];
-    events.extend(ctx.reminders.reminder_changes(None, Some(&task), now));
-    let answer = serde_json::to_string(&task)
+    let new = write::create(Uuid::now_v7(), &ctx.user, changes, time::now(), &ctx.topics);
+    let task = &new.task;
+    let answer = serde_json::to_string(task)
         .map_err(|e| ApiError::internal(format!("serializing a task: {e}")))?;
     let etag = task.etag();
     let Some(key) = key else {
-        ctx.db.count(store::insert(&task, &events)).await?;
+        ctx.db.count(new.statement()).await?;
         return Ok((
             created(ctx, StatusCode::CREATED, task.id, &etag, answer),
             true,
@@ -154,12 +140,7 @@ async fn create_task(
         etag: &etag,
         body: &answer,
     };
-    if ctx
-        .db
-        .count(idempotency::insert_once(&task, &events, &claim))
-        .await?
-        == 1
-    {
+    if ctx.db.count(new.statement_once(&claim)).await? == 1 {
         return Ok((
             created(ctx, StatusCode::CREATED, task.id, &etag, answer),
             true,
@@ -190,83 +171,39 @@ fn created(ctx: &Ctx, status: StatusCode, id: Uuid, etag: &str, body: String) ->
     response
 }
 
-/// Read, apply, write-if-unchanged; retried when a concurrent write (or a reminder firing)
-/// got there first. Returns the reply and whether anything was written.
-async fn update_task(
-    ctx: &Ctx,
-    id: Uuid,
-    changes_for: impl Fn(&Task) -> Result<TaskChanges, ApiError>,
-) -> Result<(Reply, bool), ApiError> {
+/// Load, apply, write-if-unchanged; retried when a concurrent write (or a reminder firing) got
+/// there first. Returns the reply and whether anything was written.
+async fn update_task(ctx: &Ctx, id: Uuid, change: Change) -> Result<(Reply, bool), ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = load(ctx, id).await?;
-        check_if_match(ctx, &current)?;
-        let now = time::now();
-        let (next, changed) = current.apply(&changes_for(&current)?, now);
-        if changed.is_empty() {
-            return Ok((
-                with_etag(reply::json(StatusCode::OK, &current), &current),
-                false,
-            ));
-        }
-        // A PATCH may leave a reminder without the due date it needs.
-        next.check_reminder()?;
-        let mut events = ctx.events.for_change(&next, &changed, now);
-        events.extend(
-            ctx.reminders
-                .reminder_changes(Some(&current), Some(&next), now),
-        );
-        if ctx
-            .db
-            .count(store::update(&next, current.version, &events))
-            .await?
-            == 1
-        {
-            return Ok((with_etag(reply::json(StatusCode::OK, &next), &next), true));
+        let if_match = ctx.if_match.as_deref();
+        match write::update(&current, if_match, &change, time::now(), &ctx.topics)? {
+            Update::Unchanged => {
+                let reply = with_etag(reply::json(StatusCode::OK, &current), &current);
+                return Ok((reply, false));
+            }
+            Update::Write(write) => {
+                let Write {
+                    task, statement, ..
+                } = *write;
+                if ctx.db.count(statement).await? == 1 {
+                    return Ok((with_etag(reply::json(StatusCode::OK, &task), &task), true));
+                }
+            }
         }
     }
-    Err(conflict())
+    Err(write::conflict())
 }
 
 async fn delete_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = load(ctx, id).await?;
-        check_if_match(ctx, &current)?;
-        let now = time::now();
-        let mut events = vec![ctx.events.deleted(&current, now)];
-        events.extend(ctx.reminders.reminder_changes(Some(&current), None, now));
-        if ctx
-            .db
-            .count(store::delete(&current, current.version, &events))
-            .await?
-            == 1
-        {
+        let delete = write::delete(&current, ctx.if_match.as_deref(), time::now(), &ctx.topics)?;
+        if ctx.db.count(delete.statement).await? == 1 {
             return Ok(reply::empty(StatusCode::NO_CONTENT));
         }
     }
-    Err(conflict())
-}
-
-fn conflict() -> ApiError {
-    ApiError::Conflict {
-        detail: "the task kept changing while this request applied; retry".to_owned(),
-    }
-}
-
-/// RFC 9110 `If-Match`: `*` or a list of entity tags, one of which must be current.
-fn check_if_match(ctx: &Ctx, task: &Task) -> Result<(), ApiError> {
-    let Some(if_match) = &ctx.if_match else {
-        return Ok(());
-    };
-    let etag = task.etag();
-    let matches = if_match
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == etag);
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::PreconditionFailed)
-    }
+    Err(write::conflict())
 }
 
 fn with_etag(response: Reply, task: &Task) -> Reply {

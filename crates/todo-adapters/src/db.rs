@@ -1,5 +1,6 @@
-//! The PostgreSQL adapter: binds the core's [`SqlValue`]s to Spin's pg interface, decodes rows,
-//! and maps database failures to API errors.
+//! The PostgreSQL adapter: binds the core's [`SqlValue`]s to Spin's pg interface, reads
+//! results back as `SqlValue`s for the core's row decoders, and maps database failures to API
+//! errors.
 //!
 //! | core `SqlValue` | `spin_sdk::pg::ParameterValue` | PostgreSQL |
 //! |-----------------|--------------------------------|------------|
@@ -14,14 +15,14 @@
 //! | `Null`          | `DbNull`                       | any        |
 
 use crate::pool;
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{Datelike, NaiveDate, Timelike};
 use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError};
 use std::cell::Cell;
 use todo_core::error::ApiError;
-use todo_core::outbox::Pending;
+use todo_core::outbox::{self, Pending};
 use todo_core::reminders::DueReminder;
 use todo_core::sql::{SqlValue, Statement};
-use todo_core::tasks::{ReminderColumns, TaskRow};
+use todo_core::tasks::{Task, store};
 use uuid::Uuid;
 
 /// A connection for one request: taken from the instance's idle connections when it has one
@@ -61,7 +62,8 @@ impl Db {
         map_error(error)
     }
 
-    pub async fn rows(&self, statement: Statement) -> Result<Vec<Vec<DbValue>>, ApiError> {
+    /// Runs a statement and returns its rows as the core's values.
+    pub async fn rows(&self, statement: Statement) -> Result<Vec<Vec<SqlValue>>, ApiError> {
         let params: Vec<ParameterValue> = statement.params.into_iter().map(bind).collect();
         let mut result = self
             .connection()?
@@ -70,7 +72,7 @@ impl Db {
             .map_err(|e| self.failed(e))?;
         let mut rows = Vec::new();
         while let Some(row) = result.rows().next().await {
-            rows.push(row);
+            rows.push(row.into_iter().map(read).collect::<Result<_, _>>()?);
         }
         result.result().await.map_err(|e| self.failed(e))?;
         Ok(rows)
@@ -89,15 +91,7 @@ impl Db {
         &self,
         statement: Statement,
     ) -> Result<Option<Vec<Pending>>, ApiError> {
-        let rows = self.rows(statement).await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        rows.iter()
-            .filter(|row| !matches!(row.first(), Some(DbValue::DbNull)))
-            .map(|row| decode_pending(row))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        outbox::decode_claim(&self.rows(statement).await?).map_err(ApiError::internal)
     }
 
     /// Runs a statement that returns at most one boolean; `None` when it returned no row.
@@ -105,7 +99,7 @@ impl Db {
         let rows = self.rows(statement).await?;
         match rows.first().map(|row| row.first()) {
             None => Ok(None),
-            Some(Some(DbValue::Boolean(b))) => Ok(Some(*b)),
+            Some(Some(SqlValue::Bool(b))) => Ok(Some(*b)),
             Some(other) => Err(ApiError::internal(format!(
                 "expected a boolean, got {other:?}"
             ))),
@@ -121,7 +115,7 @@ impl Db {
         let rows = self.rows(statement).await?;
         match rows.first().map(|row| row.first()) {
             None => Ok(None),
-            Some(Some(DbValue::Jsonb(bytes))) => serde_json::from_slice(bytes)
+            Some(Some(SqlValue::Jsonb(json))) => T::deserialize(json)
                 .map(Some)
                 .map_err(|e| ApiError::internal(format!("decoding a JSON row: {e}"))),
             Some(other) => Err(ApiError::internal(format!(
@@ -134,55 +128,29 @@ impl Db {
     pub async fn count(&self, statement: Statement) -> Result<i64, ApiError> {
         let rows = self.rows(statement).await?;
         match rows.first().and_then(|row| row.first()) {
-            Some(DbValue::Int64(n)) => Ok(*n),
+            Some(SqlValue::Int64(n)) => Ok(*n),
             other => Err(ApiError::internal(format!(
                 "expected a count, got {other:?}"
             ))),
         }
     }
 
-    pub async fn tasks(
-        &self,
-        statement: Statement,
-    ) -> Result<Vec<todo_core::tasks::Task>, ApiError> {
+    /// Rows selected with `tasks::store::TASK_COLUMNS`.
+    pub async fn tasks(&self, statement: Statement) -> Result<Vec<Task>, ApiError> {
         self.rows(statement)
             .await?
-            .into_iter()
-            .map(|row| {
-                decode_task(&row).and_then(|(task, reminder)| {
-                    task.into_task_with(reminder).map_err(ApiError::internal)
-                })
-            })
+            .iter()
+            .map(|row| store::decode(row).map_err(ApiError::internal))
             .collect()
     }
 
-    /// Rows selected with `reminders::DUE_COLUMNS`.
+    /// Rows selected by `reminders::due`.
     pub async fn due_reminders(&self, statement: Statement) -> Result<Vec<DueReminder>, ApiError> {
         self.rows(statement)
             .await?
             .iter()
-            .map(|row| decode_due_reminder(row))
+            .map(|row| DueReminder::decode(row).map_err(ApiError::internal))
             .collect()
-    }
-}
-
-/// A row selected with `outbox::PENDING_COLUMNS`.
-fn decode_pending(row: &[DbValue]) -> Result<Pending, ApiError> {
-    match row {
-        [
-            DbValue::Int64(seq),
-            DbValue::Uuid(id),
-            DbValue::Str(topic),
-            DbValue::Jsonb(event),
-        ] => Ok(Pending {
-            seq: *seq,
-            event_id: Uuid::parse_str(id)
-                .map_err(|_| ApiError::internal(format!("outbox id {id}")))?,
-            topic: topic.clone(),
-            event: serde_json::from_slice(event)
-                .map_err(|e| ApiError::internal(format!("outbox event: {e}")))?,
-        }),
-        other => Err(ApiError::internal(format!("outbox row {other:?}"))),
     }
 }
 
@@ -270,165 +238,36 @@ pub fn sqlstate(error: &pg::Error) -> Option<&str> {
     }
 }
 
-fn text(value: &DbValue, column: &str) -> Result<String, ApiError> {
-    match value {
-        DbValue::Str(s) => Ok(s.clone()),
-        other => Err(unexpected(column, other)),
-    }
-}
-
-fn opt_text(value: &DbValue, column: &str) -> Result<Option<String>, ApiError> {
-    match value {
-        DbValue::DbNull => Ok(None),
-        other => text(other, column).map(Some),
-    }
-}
-
-fn time(value: &DbValue, column: &str) -> Result<DateTime<Utc>, ApiError> {
-    match value {
-        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => {
-            NaiveDate::from_ymd_opt(*y, u32::from(*mo), u32::from(*d))
+/// Spin's value of a column as the core's; the core decodes rows from these.
+fn read(value: DbValue) -> Result<SqlValue, ApiError> {
+    Ok(match value {
+        DbValue::DbNull => SqlValue::Null,
+        DbValue::Boolean(b) => SqlValue::Bool(b),
+        DbValue::Int16(n) => SqlValue::Int16(n),
+        DbValue::Int32(n) => SqlValue::Int32(n),
+        DbValue::Int64(n) => SqlValue::Int64(n),
+        DbValue::Str(s) => SqlValue::Text(s),
+        // Null elements are never written; they would be dropped.
+        DbValue::ArrayStr(items) => SqlValue::TextArray(items.into_iter().flatten().collect()),
+        DbValue::ArrayInt32(items) => SqlValue::Int32Array(items.into_iter().flatten().collect()),
+        DbValue::ArrayInt64(items) => SqlValue::Int64Array(items.into_iter().flatten().collect()),
+        DbValue::Uuid(text) => SqlValue::Uuid(
+            Uuid::parse_str(&text).map_err(|_| ApiError::internal(format!("uuid {text:?}")))?,
+        ),
+        DbValue::Datetime((y, mo, d, h, mi, s, ns)) => SqlValue::Timestamp(
+            NaiveDate::from_ymd_opt(y, u32::from(mo), u32::from(d))
                 .and_then(|date| {
-                    date.and_hms_nano_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *ns)
+                    date.and_hms_nano_opt(u32::from(h), u32::from(mi), u32::from(s), ns)
                 })
                 .map(|naive| naive.and_utc())
-                .ok_or_else(|| unexpected(column, value))
-        }
-        other => Err(unexpected(column, other)),
-    }
-}
-
-fn opt_time(value: &DbValue, column: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match value {
-        DbValue::DbNull => Ok(None),
-        other => time(other, column).map(Some),
-    }
-}
-
-fn int32(value: &DbValue, column: &str) -> Result<i32, ApiError> {
-    match value {
-        DbValue::Int32(n) => Ok(*n),
-        other => Err(unexpected(column, other)),
-    }
-}
-
-fn unexpected(column: &str, value: &DbValue) -> ApiError {
-    ApiError::internal(format!("column {column}: unexpected {value:?}"))
-}
-
-fn opt_int32(value: &DbValue, column: &str) -> Result<Option<i32>, ApiError> {
-    match value {
-        DbValue::DbNull => Ok(None),
-        other => int32(other, column).map(Some),
-    }
-}
-
-fn uuid(value: &DbValue, column: &str) -> Result<Uuid, ApiError> {
-    match value {
-        DbValue::Uuid(s) => Uuid::parse_str(s).map_err(|_| unexpected(column, value)),
-        other => Err(unexpected(column, other)),
-    }
-}
-
-/// Decodes a row selected with `reminders::DUE_COLUMNS`.
-fn decode_due_reminder(row: &[DbValue]) -> Result<DueReminder, ApiError> {
-    let [id, user_id, title, due_at, remind_at, minutes] = row else {
-        return Err(ApiError::internal(format!(
-            "due reminder row has {} columns",
-            row.len()
-        )));
-    };
-    Ok(DueReminder {
-        task_id: uuid(id, "id")?,
-        user_id: text(user_id, "user_id")?,
-        title: text(title, "title")?,
-        due_at: time(due_at, "due_at")?,
-        remind_at: time(remind_at, "remind_at")?,
-        remind_before_minutes: opt_int32(minutes, "remind_before_minutes")?
-            .map(|m| u32::try_from(m).map_err(|_| unexpected("remind_before_minutes", minutes)))
-            .transpose()?,
+                .ok_or_else(|| {
+                    ApiError::internal(format!("date-time {:?}", (y, mo, d, h, mi, s, ns)))
+                })?,
+        ),
+        DbValue::Jsonb(bytes) => SqlValue::Jsonb(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::internal(format!("jsonb column: {e}")))?,
+        ),
+        other => return Err(ApiError::internal(format!("unexpected column {other:?}"))),
     })
-}
-
-/// Decodes a row selected with `TASK_COLUMNS`.
-fn decode_task(row: &[DbValue]) -> Result<(TaskRow, ReminderColumns), ApiError> {
-    let [
-        id,
-        user_id,
-        title,
-        description,
-        completed,
-        completed_at,
-        priority,
-        tags,
-        due_at,
-        recurrence,
-        created_at,
-        updated_at,
-        version,
-        series_id,
-        occurrence,
-        series_anchor,
-        anchor_occurrence,
-        remind_before_minutes,
-        remind_at,
-        reminder_fired_at,
-    ] = row
-    else {
-        return Err(ApiError::internal(format!(
-            "task row has {} columns",
-            row.len()
-        )));
-    };
-    let reminder = ReminderColumns {
-        remind_before_minutes: opt_int32(remind_before_minutes, "remind_before_minutes")?,
-        remind_at: opt_time(remind_at, "remind_at")?,
-        reminder_fired_at: opt_time(reminder_fired_at, "reminder_fired_at")?,
-    };
-    let task = TaskRow {
-        id: match id {
-            DbValue::Uuid(s) => Uuid::parse_str(s).map_err(|_| unexpected("id", id))?,
-            other => return Err(unexpected("id", other)),
-        },
-        user_id: text(user_id, "user_id")?,
-        title: text(title, "title")?,
-        description: opt_text(description, "description")?,
-        completed: match completed {
-            DbValue::Boolean(b) => *b,
-            other => return Err(unexpected("completed", other)),
-        },
-        completed_at: opt_time(completed_at, "completed_at")?,
-        priority: match priority {
-            DbValue::Int16(n) => *n,
-            other => return Err(unexpected("priority", other)),
-        },
-        tags: match tags {
-            DbValue::ArrayStr(items) => items.iter().flatten().cloned().collect(),
-            other => return Err(unexpected("tags", other)),
-        },
-        due_at: opt_time(due_at, "due_at")?,
-        recurrence: match recurrence {
-            DbValue::DbNull => None,
-            DbValue::Jsonb(bytes) => Some(
-                serde_json::from_slice(bytes).map_err(|_| unexpected("recurrence", recurrence))?,
-            ),
-            other => return Err(unexpected("recurrence", other)),
-        },
-        created_at: time(created_at, "created_at")?,
-        updated_at: time(updated_at, "updated_at")?,
-        version: match version {
-            DbValue::Int64(n) => *n,
-            other => return Err(unexpected("version", other)),
-        },
-        series_id: match series_id {
-            DbValue::Uuid(s) => {
-                Uuid::parse_str(s).map_err(|_| unexpected("series_id", series_id))?
-            }
-            other => return Err(unexpected("series_id", other)),
-        },
-        occurrence: int32(occurrence, "occurrence")?,
-        series_anchor: opt_time(series_anchor, "series_anchor")?,
-        anchor_occurrence: int32(anchor_occurrence, "anchor_occurrence")?,
-    };
-    Ok((task, reminder))
 }

@@ -22,9 +22,6 @@ use todo_core::error::ApiError;
 use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending, RoundEnd};
 use uuid::Uuid;
 
-/// How long a publisher may hold a user's lease before another may take over. Each round takes
-/// the lease anew, and starts no publish that could outlast it.
-const LEASE: Duration = Duration::from_secs(30);
 /// Events a request publishes per round before it answers.
 const INLINE_BATCH: i64 = 20;
 /// How long a request keeps publishing while its user writes on (others' writes flag the
@@ -34,9 +31,6 @@ const INLINE_BUDGET: Duration = Duration::from_secs(1);
 /// After the sidecar could not be reached (refused, timed out), requests on this instance
 /// leave publishing to the relay for this long instead of each waiting out the timeout.
 const UNREACHABLE_PAUSE: Duration = Duration::from_secs(2);
-/// A publish may take its timeout three times over: to connect, for the first byte of the
-/// answer, and between bytes.
-const TIMEOUT_PHASES: u32 = 3;
 /// Users whose events the relay and the sweep publish at the same time, each with its own
 /// connection; a user's own events still go one at a time.
 const USERS_AT_ONCE: usize = 8;
@@ -160,11 +154,11 @@ impl Publisher {
 
     async fn load(timeout_variable: &str, budget: Duration) -> Result<Self, ApiError> {
         let timeout = Duration::from_millis(vars::number(timeout_variable).await?);
-        if !outbox::fits_in_lease(Duration::ZERO, timeout * TIMEOUT_PHASES, LEASE) {
+        if !outbox::timeout_fits_lease(timeout) {
             return Err(ApiError::internal(format!(
                 "variable {timeout_variable} = {} ms, three times over, does not fit the {} s publishing lease",
                 timeout.as_millis(),
-                LEASE.as_secs()
+                outbox::LEASE.as_secs()
             )));
         }
         Ok(Self {
@@ -185,16 +179,16 @@ impl Publisher {
     pub async fn flush_user(&self, db: &Db, user_id: &str, batch: i64) -> Result<Flush, ApiError> {
         let started = Instant::now();
         let mut flush = Flush::default();
-        let lease_seconds = i32::try_from(LEASE.as_secs()).unwrap_or(i32::MAX);
+        let lease_seconds = outbox::lease_seconds();
         loop {
             let holder = Uuid::now_v7();
             let claim = outbox::claim_pending(user_id, holder, lease_seconds, batch);
             let Some(pending) = db.claim_pending(claim).await? else {
-                flush.busy = flush.delivered == 0 && flush.parked == 0;
+                flush.busy = outbox::left_to_other_holder(flush.delivered, flush.parked);
                 return Ok(flush);
             };
             let mut round = self.publish_run(db, user_id, &pending).await?;
-            round.end.full = i64::try_from(pending.len()).is_ok_and(|n| n >= batch);
+            round.end.full = outbox::read_full_batch(pending.len(), batch);
             round.end.recheck = db
                 .flag(outbox::finish_round(user_id, holder, &round.delivered))
                 .await?
@@ -244,9 +238,9 @@ impl Publisher {
     ) -> Result<Round, ApiError> {
         let claimed = Instant::now();
         let mut round = Round::default();
-        let timeout = self.timeout * TIMEOUT_PHASES;
+        let timeout = outbox::publish_limit(self.timeout);
         for (i, event) in pending.iter().enumerate() {
-            if !outbox::may_publish(i == 0, claimed.elapsed(), timeout, LEASE) {
+            if !outbox::may_publish(i == 0, claimed.elapsed(), timeout, outbox::LEASE) {
                 round.end.cut_short = true;
                 break;
             }

@@ -1,9 +1,9 @@
 //! The event catalog: CloudEvents 1.0 built with the maintained `cloudevents-sdk`.
 //!
-//! CloudEvents 1.0 (README, "Events"). One JSON schema per type lives in `schemas/`; the tests
-//! below and `tests/event_schemas.rs` check every built event against it. Events are stored in the
-//! outbox with the task change and published later with the same `id`, so a retry is
-//! recognisable as the same event.
+//! CloudEvents 1.0 (README, "Events"). Each type's `data` is one struct in [`wire`], with its
+//! JSON schema in `schemas/`; the tests below and `tests/event_schemas.rs` check every built
+//! event against it. Events are stored in the outbox with the task change and published later
+//! with the same `id`, so a retry is recognisable as the same event.
 //!
 //! Task events go to the `tasks` topic. Reminder events go to the `reminders` topic (an
 //! [`EventContext`] of its own), keyed by user id like every event, and only ever concern a
@@ -14,14 +14,17 @@
 //!   the new time follows, if a reminder remains);
 //! - `reminder.triggered` when the sweep fires it (`crate::reminders`).
 
+pub mod wire;
+
+use crate::outbox::OutboxRow;
 use crate::reminders::DueReminder;
 use crate::tasks::Task;
-use crate::tasks::store::OutboxRow;
-use crate::tasks::time::serde_utc;
 use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
-use serde::Serialize;
 use uuid::Uuid;
+use wire::{
+    CancelReason, CancelledData, CompletedData, DeletedData, ReminderData, TaskJson, UpdatedData,
+};
 
 pub const TASK_CREATED: &str = "task.created";
 pub const TASK_UPDATED: &str = "task.updated";
@@ -43,70 +46,65 @@ pub struct EventContext {
     pub traceparent: Option<String>,
 }
 
-#[derive(Serialize)]
-struct UpdatedData<'a> {
-    task: &'a Task,
-    changed_fields: &'a [&'static str],
+/// Where a task write's events go: task events to one topic, reminder events to another, with
+/// the same source and trace context.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub tasks: EventContext,
+    pub reminders: EventContext,
 }
 
-#[derive(Serialize)]
-struct CompletedData<'a> {
-    task_id: Uuid,
-    completed: bool,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    completed_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    due_at: Option<DateTime<Utc>>,
-    recurrence: &'a Option<crate::recurrence::Recurrence>,
-    /// The task as it is after the change, so consumers need no read-back.
-    task: &'a Task,
-    /// Where the series' calendar counts from (see `series`), so the recurrence engine can
-    /// compute the next occurrence from the event alone.
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    series_anchor: Option<DateTime<Utc>>,
-    anchor_occurrence: u32,
-}
+impl Topics {
+    pub fn new(
+        source: String,
+        tasks_topic: String,
+        reminders_topic: String,
+        traceparent: Option<String>,
+    ) -> Self {
+        let tasks = EventContext {
+            source,
+            topic: tasks_topic,
+            traceparent,
+        };
+        let reminders = EventContext {
+            topic: reminders_topic,
+            ..tasks.clone()
+        };
+        Self { tasks, reminders }
+    }
 
-#[derive(Serialize)]
-struct DeletedData<'a> {
-    task_id: Uuid,
-    /// The task as it was just before deletion.
-    last_state: &'a Task,
-}
+    /// The events of a new task, a client's or a next occurrence: `task.created`, then
+    /// `reminder.scheduled` if it has a pending reminder.
+    pub fn created(&self, task: &Task, now: DateTime<Utc>) -> Vec<OutboxRow> {
+        let mut rows = vec![self.tasks.created(task, now)];
+        rows.extend(self.reminders.reminder_changes(None, Some(task), now));
+        rows
+    }
 
-/// Why a pending reminder will not fire (`data.reason` of `reminder.cancelled`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelReason {
-    Completed,
-    Deleted,
-    /// The reminder was removed from the task.
-    Removed,
-    /// The task's due time changed; a `reminder.scheduled` follows if a reminder remains.
-    DueChanged,
-}
+    /// The events of a change from `before` to `after` whose fields `changed` changed: the
+    /// task's ([`EventContext::for_change`]), then the reminder's.
+    pub fn changed(
+        &self,
+        before: &Task,
+        after: &Task,
+        changed: &[&'static str],
+        now: DateTime<Utc>,
+    ) -> Vec<OutboxRow> {
+        let mut rows = self.tasks.for_change(after, changed, now);
+        rows.extend(
+            self.reminders
+                .reminder_changes(Some(before), Some(after), now),
+        );
+        rows
+    }
 
-/// `data` of `reminder.scheduled` and `reminder.triggered`.
-#[derive(Serialize)]
-struct ReminderData<'a> {
-    task_id: Uuid,
-    title: &'a str,
-    #[serde(serialize_with = "serde_utc::serialize")]
-    due_at: DateTime<Utc>,
-    /// When the reminder fires (fired).
-    #[serde(serialize_with = "serde_utc::serialize")]
-    remind_at: DateTime<Utc>,
-    /// Set when the reminder is relative to the due time.
-    remind_before_minutes: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct CancelledData {
-    task_id: Uuid,
-    /// The fire time that will not happen.
-    #[serde(serialize_with = "serde_utc::serialize")]
-    remind_at: DateTime<Utc>,
-    reason: CancelReason,
+    /// The events of deleting `task`: `task.deleted`, then `reminder.cancelled` if a
+    /// reminder was pending.
+    pub fn deleted(&self, task: &Task, now: DateTime<Utc>) -> Vec<OutboxRow> {
+        let mut rows = vec![self.tasks.deleted(task, now)];
+        rows.extend(self.reminders.reminder_changes(Some(task), None, now));
+        rows
+    }
 }
 
 impl EventContext {
@@ -177,14 +175,10 @@ impl EventContext {
         at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<OutboxRow> {
-        let data = ReminderData {
-            task_id: task.id,
-            title: &task.title,
-            // A pending reminder always has a due time (`Task::reminder_fires_at`).
-            due_at: task.due_at?,
-            remind_at: at,
-            remind_before_minutes: task.reminder.and_then(|r| r.minutes_before()),
-        };
+        // A pending reminder always has a due time (`Task::reminder_fires_at`).
+        let due_at = task.due_at?;
+        let minutes = task.reminder.and_then(|r| r.minutes_before());
+        let data = ReminderData::new(task.id, &task.title, due_at, at, minutes);
         Some(self.build_for(
             REMINDER_SCHEDULED,
             task.id,
@@ -201,11 +195,7 @@ impl EventContext {
         reason: CancelReason,
         now: DateTime<Utc>,
     ) -> OutboxRow {
-        let data = CancelledData {
-            task_id: task.id,
-            remind_at: at,
-            reason,
-        };
+        let data = CancelledData::new(task.id, at, reason);
         self.build_for(
             REMINDER_CANCELLED,
             task.id,
@@ -217,13 +207,13 @@ impl EventContext {
 
     /// `reminder.triggered` of a reminder the sweep found due, built before it is claimed.
     pub fn reminder_triggered(&self, due: &DueReminder, now: DateTime<Utc>) -> OutboxRow {
-        let data = ReminderData {
-            task_id: due.task_id,
-            title: &due.title,
-            due_at: due.due_at,
-            remind_at: due.remind_at,
-            remind_before_minutes: due.remind_before_minutes,
-        };
+        let data = ReminderData::new(
+            due.task_id,
+            &due.title,
+            due.due_at,
+            due.remind_at,
+            due.remind_before_minutes,
+        );
         self.build_for(
             REMINDER_TRIGGERED,
             due.task_id,
@@ -234,36 +224,22 @@ impl EventContext {
     }
 
     pub fn created(&self, task: &Task, now: DateTime<Utc>) -> OutboxRow {
-        self.build(TASK_CREATED, task, serde_json::to_value(task), now)
+        let data = TaskJson::from(task);
+        self.build(TASK_CREATED, task, serde_json::to_value(data), now)
     }
 
     pub fn updated(&self, task: &Task, changed: &[&'static str], now: DateTime<Utc>) -> OutboxRow {
-        let data = UpdatedData {
-            task,
-            changed_fields: changed,
-        };
+        let data = UpdatedData::new(task, changed);
         self.build(TASK_UPDATED, task, serde_json::to_value(data), now)
     }
 
     pub fn completed(&self, task: &Task, now: DateTime<Utc>) -> OutboxRow {
-        let data = CompletedData {
-            task_id: task.id,
-            completed: task.completed,
-            completed_at: task.completed_at,
-            due_at: task.due_at,
-            recurrence: &task.recurrence,
-            task,
-            series_anchor: task.series_anchor,
-            anchor_occurrence: task.anchor_occurrence,
-        };
+        let data = CompletedData::new(task);
         self.build(TASK_COMPLETED, task, serde_json::to_value(data), now)
     }
 
     pub fn deleted(&self, task: &Task, now: DateTime<Utc>) -> OutboxRow {
-        let data = DeletedData {
-            task_id: task.id,
-            last_state: task,
-        };
+        let data = DeletedData::new(task);
         self.build(TASK_DELETED, task, serde_json::to_value(data), now)
     }
 
@@ -402,7 +378,7 @@ mod tests {
 
     mod reminders {
         use super::*;
-        use crate::events::CancelReason;
+        use crate::events::wire::CancelReason;
         use crate::tasks::Reminder;
         use crate::tasks::time::parse_utc;
 

@@ -35,22 +35,19 @@
 //! backend, which already did its part by firing them (`crate::reminders`).
 
 use crate::error::ApiError;
+use crate::events::wire::{CompletedData, CreatedData, DeletedData, UpdatedData};
 use crate::events::{
     REMINDER_CANCELLED, REMINDER_SCHEDULED, REMINDER_TRIGGERED, TASK_COMPLETED, TASK_CREATED,
     TASK_DELETED, TASK_UPDATED,
 };
-use crate::recurrence::Recurrence;
+use crate::outbox::{OutboxRow, push_outbox};
 use crate::series;
 use crate::sql::{Builder, SqlValue, Statement};
-use crate::tasks::model::{parse_description, parse_tags, parse_title};
-use crate::tasks::reminder::MAX_MINUTES_BEFORE;
-use crate::tasks::store::{self, OutboxRow};
-use crate::tasks::time::parse_utc;
-use crate::tasks::{Priority, Reminder, Task, UserId};
+use crate::tasks::store;
+use crate::tasks::{Task, UserId};
 use chrono::{DateTime, Utc};
 use cloudevents::event::{Data, ExtensionValue, SpecVersion};
 use cloudevents::{AttributesReader, Event};
-use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -285,180 +282,29 @@ fn excerpt(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-/// The task as events carry it (`Task`'s serialization).
-#[derive(Deserialize)]
-struct TaskData {
-    id: Uuid,
-    title: String,
-    description: Option<String>,
-    completed: bool,
-    completed_at: Option<String>,
-    priority: String,
-    tags: Vec<String>,
-    due_at: Option<String>,
-    /// Absent in events from before reminders existed.
-    #[serde(default)]
-    remind_before_minutes: Option<u32>,
-    #[serde(default)]
-    remind_at: Option<String>,
-    #[serde(default)]
-    reminder_fired_at: Option<String>,
-    recurrence: Option<Recurrence>,
-    /// Absent in events from before series existed: the task is then its own series.
-    #[serde(default)]
-    series_id: Option<Uuid>,
-    #[serde(default)]
-    occurrence: u32,
-    created_at: String,
-    updated_at: String,
-}
-
-#[derive(Deserialize)]
-struct CreatedData {
-    #[serde(flatten)]
-    task: TaskData,
-}
-
-#[derive(Deserialize)]
-struct UpdatedData {
-    task: TaskData,
-    #[allow(dead_code)] // Read to check the schema.
-    changed_fields: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct CompletedData {
-    task_id: Uuid,
-    completed: bool,
-    task: TaskData,
-    #[serde(default)]
-    series_anchor: Option<String>,
-    #[serde(default)]
-    anchor_occurrence: u32,
-}
-
-#[derive(Deserialize)]
-struct DeletedData {
-    task_id: Uuid,
-    last_state: TaskData,
-}
-
 fn data<T: serde::de::DeserializeOwned>(kind: &str, data: Value) -> Result<T, Rejected> {
     serde_json::from_value(data)
         .map_err(|e| Rejected(format!("data does not match the schema of {kind}: {e}")))
 }
 
+/// Reads a task event's `data` as its wire type and validates the task it carries with the
+/// API's rules (`events::wire`).
 fn task_event(kind: &str, user: UserId, value: Value) -> Result<IncomingEvent, Rejected> {
-    let changed = |user: UserId, task: TaskData| -> Result<IncomingEvent, Rejected> {
-        let task = into_task(task, &user)?;
-        Ok(IncomingEvent::TaskChanged {
-            user,
-            task_id: task.id,
-        })
-    };
-    match kind {
-        TASK_CREATED => changed(user, data::<CreatedData>(kind, value)?.task),
-        TASK_UPDATED => changed(user, data::<UpdatedData>(kind, value)?.task),
-        TASK_DELETED => {
-            let deleted: DeletedData = data(kind, value)?;
-            if deleted.last_state.id != deleted.task_id {
-                return reject("data.task_id and data.last_state.id differ");
-            }
-            changed(user, deleted.last_state)
-        }
+    let task = match kind {
+        TASK_CREATED => Task::try_from((&user, data::<CreatedData>(kind, value)?)),
+        TASK_UPDATED => Task::try_from((&user, data::<UpdatedData>(kind, value)?)),
+        TASK_DELETED => Task::try_from((&user, data::<DeletedData>(kind, value)?)),
         TASK_COMPLETED => {
-            let completed: CompletedData = data(kind, value)?;
-            if completed.task.id != completed.task_id {
-                return reject("data.task_id and data.task.id differ");
-            }
-            if completed.task.completed != completed.completed {
-                return reject("data.completed and data.task.completed differ");
-            }
-            let mut task = into_task(completed.task, &user)?;
-            task.series_anchor = time("data.series_anchor", completed.series_anchor.as_deref())?;
-            task.anchor_occurrence = completed.anchor_occurrence;
-            if task.anchor_occurrence > task.occurrence {
-                return reject("data.anchor_occurrence is after data.task.occurrence");
-            }
-            Ok(IncomingEvent::TaskCompleted(Box::new(task)))
+            let task =
+                Task::try_from((&user, data::<CompletedData>(kind, value)?)).map_err(Rejected)?;
+            return Ok(IncomingEvent::TaskCompleted(Box::new(task)));
         }
-        _ => reject(format!("type '{}' has no schema", excerpt(kind))),
+        _ => return reject(format!("type '{}' has no schema", excerpt(kind))),
     }
-}
-
-fn time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Rejected> {
-    text.map(|t| parse_utc(t).map_err(|why| Rejected(format!("{field} {why}"))))
-        .transpose()
-}
-
-fn required_time(field: &str, text: &str) -> Result<DateTime<Utc>, Rejected> {
-    parse_utc(text).map_err(|why| Rejected(format!("{field} {why}")))
-}
-
-/// Validates the task in an event with the rules the API applies to what it stores.
-fn into_task(data: TaskData, user: &UserId) -> Result<Task, Rejected> {
-    let field = |name: &str, e: crate::validation::FieldError| {
-        Rejected(format!("data.task.{name}: {}", e.message))
-    };
-    let completed_at = time("data.task.completed_at", data.completed_at.as_deref())?;
-    if data.completed != completed_at.is_some() {
-        return reject("data.task.completed_at must be set exactly when the task is completed");
-    }
-    let due_at = time("data.task.due_at", data.due_at.as_deref())?;
-    let reminder = match (
-        data.remind_before_minutes,
-        time("data.task.remind_at", data.remind_at.as_deref())?,
-    ) {
-        (Some(_), Some(_)) => {
-            return reject("data.task has both remind_before_minutes and remind_at");
-        }
-        (Some(minutes), None) if minutes > MAX_MINUTES_BEFORE => {
-            return reject(format!(
-                "data.task.remind_before_minutes must be at most {MAX_MINUTES_BEFORE}"
-            ));
-        }
-        (Some(minutes), None) => Some(Reminder::Before(minutes)),
-        (None, Some(at)) => Some(Reminder::At(at)),
-        (None, None) => None,
-    };
-    if let Some(reminder) = reminder {
-        reminder
-            .check(due_at)
-            .map_err(|e| Rejected(format!("data.task.{}: {}", e.field, e.message)))?;
-    }
-    Ok(Task {
-        id: data.id,
-        user_id: user.as_str().to_owned(),
-        title: parse_title(&data.title).map_err(|e| field("title", e))?,
-        description: match data.description {
-            Some(description) => {
-                parse_description(&description).map_err(|e| field("description", e))?
-            }
-            None => None,
-        },
-        completed: data.completed,
-        completed_at,
-        priority: Priority::parse(&data.priority).ok_or_else(|| {
-            Rejected(format!(
-                "data.task.priority must be one of {}",
-                Priority::NAMES
-            ))
-        })?,
-        tags: parse_tags(data.tags.iter().map(String::as_str)).map_err(|e| field("tags", e))?,
-        due_at,
-        reminder,
-        reminder_fired_at: time(
-            "data.task.reminder_fired_at",
-            data.reminder_fired_at.as_deref(),
-        )?,
-        recurrence: data.recurrence,
-        series_id: data.series_id.unwrap_or(data.id),
-        occurrence: data.occurrence,
-        series_anchor: None,
-        anchor_occurrence: 0,
-        created_at: required_time("data.task.created_at", &data.created_at)?,
-        updated_at: required_time("data.task.updated_at", &data.updated_at)?,
-        version: 0,
+    .map_err(Rejected)?;
+    Ok(IncomingEvent::TaskChanged {
+        user,
+        task_id: task.id,
     })
 }
 
@@ -543,12 +389,44 @@ pub fn record_next_occurrence(
          on conflict (source, event_id) do nothing returning 1), "
     ));
     store::push_insert(&mut sql, next, Some("processed"));
-    store::push_outbox(&mut sql, events);
+    push_outbox(&mut sql, events);
     sql.push(
         " select (select count(*) from source), (select count(*) from processed), \
          (select count(*) from written)",
     );
     sql.build()
+}
+
+/// What [`record_next_occurrence`] did, read from its one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The completed task changed since it was read: read it again.
+    SourceChanged,
+    /// The next occurrence was created, with its events.
+    Created,
+    /// Another event (an earlier completion of the same task) created this occurrence already.
+    OccurrenceExists,
+    /// The event was handled before.
+    HandledBefore,
+}
+
+impl Recorded {
+    /// Decodes `(source unchanged, markers inserted, tasks inserted)`.
+    pub fn decode(row: &[SqlValue]) -> Result<Self, String> {
+        match row {
+            [
+                SqlValue::Int64(source),
+                SqlValue::Int64(processed),
+                SqlValue::Int64(created),
+            ] => Ok(match (source, processed, created) {
+                (0, _, _) => Recorded::SourceChanged,
+                (_, _, 1) => Recorded::Created,
+                (_, 1, _) => Recorded::OccurrenceExists,
+                _ => Recorded::HandledBefore,
+            }),
+            other => Err(format!("recording a next occurrence returned {other:?}")),
+        }
+    }
 }
 
 /// Deletes markers older than `days`. Dapr redelivers within minutes to hours; past the
@@ -565,7 +443,9 @@ pub fn prune_processed(days: i32) -> Statement {
 mod tests {
     use super::*;
     use crate::events::EventContext;
-    use crate::tasks::TaskChanges;
+    use crate::recurrence::Recurrence;
+    use crate::tasks::time::parse_utc;
+    use crate::tasks::{Reminder, TaskChanges};
     use serde_json::json;
 
     fn context() -> EventContext {
@@ -1097,6 +977,19 @@ mod tests {
             panic!("a next occurrence");
         };
         assert_eq!((next.id, next.title.as_str()), (id, "Edited since"));
+    }
+
+    #[test]
+    fn the_recorded_counts_tell_what_happened() {
+        let row = |s, p, c| [SqlValue::Int64(s), SqlValue::Int64(p), SqlValue::Int64(c)];
+        assert_eq!(Recorded::decode(&row(0, 0, 0)), Ok(Recorded::SourceChanged));
+        assert_eq!(Recorded::decode(&row(1, 1, 1)), Ok(Recorded::Created));
+        assert_eq!(
+            Recorded::decode(&row(1, 1, 0)),
+            Ok(Recorded::OccurrenceExists)
+        );
+        assert_eq!(Recorded::decode(&row(1, 0, 0)), Ok(Recorded::HandledBefore));
+        assert!(Recorded::decode(&[SqlValue::Int64(1)]).is_err());
     }
 
     #[test]

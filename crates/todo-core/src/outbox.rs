@@ -1,8 +1,9 @@
 //! All SQL of the transactional outbox (schema: migrations/0002_outbox.sql,
 //! 0005_outbox_recheck.sql and 0006_outbox_dead.sql) and the rules of delivering it.
 //!
-//! Task writes insert event rows in the same statement (see `tasks::store`). Publishing is
-//! separate and may fail at any time, so:
+//! Every write that causes events stores them in the same statement ([`push_outbox`]: task
+//! writes, the next occurrence, a reminder firing). Publishing is separate and may fail at any
+//! time, so:
 //! - a user's events are published by one publisher at a time, in `seq` order, one publish
 //!   answered before the next is sent (Dapr's bulk publish is neither ordered nor
 //!   transactional, so a partly failed bulk could be retried in an order consumers can see):
@@ -21,9 +22,48 @@
 //! - delivered rows stay for `retention` and are then pruned; dead rows stay until requeued
 //!   or deleted by an operator.
 
-use crate::sql::{SqlValue, Statement};
+use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// An event to store with a task change, for the relay to publish (see `events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub topic: String,
+    pub event: serde_json::Value,
+}
+
+/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write (the
+/// CTE `written`) touched a row. `ord` keeps the outbox sequence in the order the events were
+/// given.
+pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
+    if events.is_empty() {
+        return;
+    }
+    sql.push(
+        ", outbox_rows as (insert into outbox (event_id, user_id, topic, event) \
+         select v.event_id, v.user_id, v.topic, v.event from (values ",
+    );
+    let rows: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(ord, row)| {
+            let ord = sql.bind(SqlValue::Int32(ord as i32));
+            let id = sql.bind(SqlValue::Uuid(row.event_id));
+            let user = sql.bind(SqlValue::Text(row.user_id.clone()));
+            let topic = sql.bind(SqlValue::Text(row.topic.clone()));
+            let event = sql.bind(SqlValue::Jsonb(row.event.clone()));
+            format!("({ord}::int4, {id}::uuid, {user}::text, {topic}::text, {event}::jsonb)")
+        })
+        .collect();
+    sql.push(&rows.join(", "));
+    sql.push(
+        ") as v(ord, event_id, user_id, topic, event) \
+         where exists (select 1 from written) order by v.ord)",
+    );
+}
 
 /// An undelivered event as the publisher reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +74,38 @@ pub struct Pending {
     pub event: serde_json::Value,
 }
 
-/// Column order of [`claim_pending`]; publishers decode rows in this order.
-pub const PENDING_COLUMNS: &str = "seq, event_id, topic, event";
+/// What [`claim_pending`] selects, in the order [`decode_claim`] reads it.
+const PENDING_COLUMNS: [Column; 4] = [
+    Column::new("seq", "int8"),
+    Column::new("event_id", "uuid"),
+    Column::new("topic", "text"),
+    Column::new("event", "jsonb"),
+];
+
+impl Pending {
+    fn decode(values: &[SqlValue]) -> Result<Self, String> {
+        let row = Row::new(&PENDING_COLUMNS, values)?;
+        Ok(Self {
+            seq: row.int64("seq")?,
+            event_id: row.uuid("event_id")?,
+            topic: row.text("topic")?,
+            event: row.json("event")?.clone(),
+        })
+    }
+}
+
+/// The rows of [`claim_pending`]: `None` when another holder has the lease (no row), else the
+/// claimed events, none when the one row is all nulls (claimed, nothing due).
+pub fn decode_claim(rows: &[Vec<SqlValue>]) -> Result<Option<Vec<Pending>>, String> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.iter()
+        .filter(|row| !matches!(row.first(), Some(SqlValue::Null)))
+        .map(|row| Pending::decode(row))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
 
 /// The rows a publisher still has to send: neither delivered nor parked as dead.
 const PENDING: &str = "delivered_at is null and dead_at is null";
@@ -53,6 +123,7 @@ const PENDING: &str = "delivered_at is null and dead_at is null";
 /// the row lock, whose re-check drops rows delivered since the snapshot. Without
 /// `for no key update` those events would be published twice.
 pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64) -> Statement {
+    let columns = select_list(&PENDING_COLUMNS);
     Statement::new(
         format!(
             "with claimed as (insert into outbox_leases as lease (user_id, holder, expires_at) \
@@ -64,8 +135,8 @@ pub fn claim_pending(user_id: &str, holder: Uuid, lease_seconds: i32, limit: i64
                           else lease.expires_at end, \
              recheck = lease.expires_at >= now() \
              returning holder = $2::uuid as ours) \
-             select {PENDING_COLUMNS} from claimed left join lateral \
-             (select {PENDING_COLUMNS} from outbox where claimed.ours and user_id = $1::text \
+             select {columns} from claimed left join lateral \
+             (select {columns} from outbox where claimed.ours and user_id = $1::text \
               and {PENDING} \
               and (select next_attempt_at from outbox where user_id = $1::text and {PENDING} \
                    order by seq limit 1) <= now() \
@@ -168,6 +239,43 @@ pub fn dead_count() -> Statement {
 pub const REQUEUE_DEAD: &str = "update outbox set dead_at = null, attempts = 0, \
 first_failed_at = null, next_attempt_at = now() where dead_at is not null";
 
+/// How long a publisher may hold a user's lease before another may take over. Each round takes
+/// the lease anew, and starts no publish that could outlast it.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A publish may take its timeout three times over: to connect, for the first byte of the
+/// answer, and between bytes.
+pub const TIMEOUT_PHASES: u32 = 3;
+
+/// The longest one publish with a per-phase `timeout` can take.
+pub fn publish_limit(timeout: Duration) -> Duration {
+    timeout * TIMEOUT_PHASES
+}
+
+/// Whether a per-phase publish `timeout` is usable at all: one publish must fit a fresh lease,
+/// or no round could ever publish (checked when a publisher is configured).
+pub fn timeout_fits_lease(timeout: Duration) -> bool {
+    fits_in_lease(Duration::ZERO, publish_limit(timeout), LEASE)
+}
+
+/// [`LEASE`] in whole seconds, as [`claim_pending`] takes it.
+pub fn lease_seconds() -> i32 {
+    i32::try_from(LEASE.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// Whether a round read a full batch (`read` events of the `batch` asked for), so more may be
+/// waiting ([`RoundEnd::full`]).
+pub fn read_full_batch(read: usize, batch: i64) -> bool {
+    i64::try_from(read).is_ok_and(|n| n >= batch)
+}
+
+/// Whether a flush that found the lease busy reports the user as served by another publisher:
+/// only if it delivered and parked nothing itself before that (a later round finding the lease
+/// taken still delivered something).
+pub fn left_to_other_holder(delivered: usize, parked: usize) -> bool {
+    delivered == 0 && parked == 0
+}
+
 /// Whether another publish may start `elapsed` into a round whose lease lasts `lease`: only if
 /// it ends, even at its full `timeout`, a safety margin before the lease expires and another
 /// publisher may take over the user's queue.
@@ -246,6 +354,42 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_reads_busy_nothing_due_or_the_events() {
+        assert_eq!(decode_claim(&[]), Ok(None), "busy: no row");
+        let nulls = vec![SqlValue::Null; 4];
+        assert_eq!(
+            decode_claim(&[nulls]),
+            Ok(Some(vec![])),
+            "claimed, nothing due"
+        );
+        let id = Uuid::now_v7();
+        let event = serde_json::json!({"type": "task.created"});
+        let row = vec![
+            SqlValue::Int64(7),
+            SqlValue::Uuid(id),
+            SqlValue::Text("tasks".into()),
+            SqlValue::Jsonb(event.clone()),
+        ];
+        assert_eq!(
+            decode_claim(std::slice::from_ref(&row)),
+            Ok(Some(vec![Pending {
+                seq: 7,
+                event_id: id,
+                topic: "tasks".into(),
+                event,
+            }]))
+        );
+        let mut bad = row;
+        bad[1] = SqlValue::Text("not a uuid".into());
+        assert!(decode_claim(&[bad]).is_err());
+        let sql = claim_pending("u", Uuid::nil(), 30, 10).sql;
+        assert!(
+            sql.contains("select seq, event_id, topic, event from claimed"),
+            "{sql}"
+        );
+    }
+
+    #[test]
     fn statements_scope_by_user() {
         for statement in [
             claim_pending("u", Uuid::nil(), 30, 10),
@@ -285,6 +429,30 @@ mod tests {
         assert!(!fits_in_lease(just_after, timeout, lease));
         assert!(may_publish(true, just_after, timeout, lease));
         assert!(!may_publish(false, just_after, timeout, lease));
+    }
+
+    #[test]
+    fn the_publish_timeout_counts_three_times_against_the_lease() {
+        assert_eq!(
+            publish_limit(Duration::from_secs(2)),
+            Duration::from_secs(6)
+        );
+        assert!(
+            timeout_fits_lease(Duration::from_secs(9)),
+            "27 s + 3 s margin"
+        );
+        assert!(!timeout_fits_lease(Duration::from_millis(9_001)));
+        assert_eq!(lease_seconds(), 30);
+    }
+
+    #[test]
+    fn a_full_batch_means_more_may_wait_and_busy_means_nothing_done_here() {
+        assert!(read_full_batch(20, 20));
+        assert!(!read_full_batch(19, 20));
+        assert!(read_full_batch(0, 0), "an empty batch asked for is full");
+        assert!(left_to_other_holder(0, 0));
+        assert!(!left_to_other_holder(1, 0), "a later round found it busy");
+        assert!(!left_to_other_holder(0, 1));
     }
 
     #[test]

@@ -41,8 +41,8 @@
 //! Publishing follows the claims: the events are in the outbox, and the sweep flushes the users
 //! it fired for before it answers (the relay delivers whatever that leaves behind).
 
-use crate::sql::{Builder, SqlValue, Statement, typed};
-use crate::tasks::store::{self, OutboxRow};
+use crate::outbox::{OutboxRow, push_outbox};
+use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list, typed};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -58,18 +58,43 @@ pub struct DueReminder {
     pub remind_before_minutes: Option<u32>,
 }
 
-/// Column order of [`due`]; the components decode rows in this order.
-pub const DUE_COLUMNS: &str = "id, user_id, title, due_at at time zone 'UTC' as due_at, \
-     remind_at at time zone 'UTC' as remind_at, remind_before_minutes";
+/// What [`due`] selects, in the order [`DueReminder::decode`] reads it.
+const DUE_COLUMNS: [Column; 6] = [
+    Column::new("id", "uuid"),
+    Column::new("user_id", "text"),
+    Column::new("title", "text"),
+    Column::new("due_at", "timestamptz"),
+    Column::new("remind_at", "timestamptz"),
+    Column::new("remind_before_minutes", "int4"),
+];
+
+impl DueReminder {
+    /// Decodes a row of [`due`].
+    pub fn decode(values: &[SqlValue]) -> Result<Self, String> {
+        let row = Row::new(&DUE_COLUMNS, values)?;
+        let minutes = row.opt_int32("remind_before_minutes")?;
+        Ok(Self {
+            task_id: row.uuid("id")?,
+            user_id: row.text("user_id")?,
+            title: row.text("title")?,
+            due_at: row.time("due_at")?,
+            remind_at: row.time("remind_at")?,
+            remind_before_minutes: minutes
+                .map(|m| u32::try_from(m).map_err(|_| format!("remind_before_minutes {m}")))
+                .transpose()?,
+        })
+    }
+}
 
 /// Up to `limit` pending reminders whose time has come, earliest first. Matches the partial
 /// index `tasks_reminders_due`, so it reads only what is due.
 pub fn due(limit: i64) -> Statement {
     Statement::new(
         format!(
-            "select {DUE_COLUMNS} from tasks \
+            "select {} from tasks \
              where remind_at <= now() and reminder_fired_at is null and not completed \
-             order by remind_at, id limit $1::int8"
+             order by remind_at, id limit $1::int8",
+            select_list(&DUE_COLUMNS)
         ),
         vec![SqlValue::Int64(limit)],
     )
@@ -91,7 +116,7 @@ pub fn claim(due: &DueReminder, event: &OutboxRow) -> Statement {
          and reminder_fired_at is null and not completed returning id)",
         typed(&remind_at, "timestamptz")
     ));
-    store::push_outbox(&mut sql, std::slice::from_ref(event));
+    push_outbox(&mut sql, std::slice::from_ref(event));
     sql.push(" select count(*) from written");
     sql.build()
 }
@@ -136,6 +161,36 @@ mod tests {
             "{sql}"
         );
         assert_eq!(statement.params, vec![SqlValue::Int64(100)]);
+    }
+
+    #[test]
+    fn due_rows_decode_by_the_columns_selected() {
+        let reminder = due_reminder();
+        let row = [
+            SqlValue::Uuid(reminder.task_id),
+            SqlValue::Text(reminder.user_id.clone()),
+            SqlValue::Text(reminder.title.clone()),
+            SqlValue::Timestamp(reminder.due_at),
+            SqlValue::Timestamp(reminder.remind_at),
+            SqlValue::Int32(30),
+        ];
+        assert_eq!(DueReminder::decode(&row), Ok(reminder));
+        let mut absolute = row.clone();
+        absolute[5] = SqlValue::Null;
+        let decoded = DueReminder::decode(&absolute).expect("valid");
+        assert_eq!(decoded.remind_before_minutes, None);
+        let mut negative = row.clone();
+        negative[5] = SqlValue::Int32(-1);
+        assert!(DueReminder::decode(&negative).is_err());
+        assert!(DueReminder::decode(&row[..5]).is_err());
+        assert!(
+            due(1).sql.starts_with(
+                "select id, user_id, title, due_at at time zone 'UTC' as due_at, \
+                 remind_at at time zone 'UTC' as remind_at, remind_before_minutes from tasks"
+            ),
+            "{}",
+            due(1).sql
+        );
     }
 
     #[test]

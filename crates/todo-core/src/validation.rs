@@ -1,6 +1,7 @@
 //! Field-level validation errors shared by every input type.
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// One invalid input field, reported to the client in the problem's `errors` list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,5 +72,17 @@ impl Errors {
 
     pub fn into_vec(self) -> Vec<FieldError> {
         self.0
+    }
+}
+
+/// How a JSON value's kind reads in an error message ("must be a string, not a number").
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

@@ -2,8 +2,12 @@
 
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use todo_core::events::EventContext;
+use todo_core::events::wire::{
+    CancelReason, CancelledData, CompletedData, DeletedData, ReminderData, TaskJson, UpdatedData,
+};
 use todo_core::reminders::DueReminder;
 use todo_core::tasks::{Reminder, Task, TaskChanges, UserId, parse_create};
 use uuid::Uuid;
@@ -101,7 +105,7 @@ fn every_event_type_matches_its_schema() {
     }
 }
 
-fn kinds(rows: &[todo_core::tasks::store::OutboxRow]) -> Vec<&str> {
+fn kinds(rows: &[todo_core::outbox::OutboxRow]) -> Vec<&str> {
     rows.iter()
         .map(|r| r.event["type"].as_str().unwrap_or(""))
         .collect()
@@ -199,5 +203,90 @@ fn the_schemas_reject_what_the_contract_forbids() {
     assert!(
         !validator("reminder.cancelled").is_valid(&event),
         "unknown reason"
+    );
+}
+
+/// The keys of a JSON object.
+fn keys(value: &Value) -> BTreeSet<String> {
+    value
+        .as_object()
+        .map(|map| map.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `properties` and `required` of the object schema at `pointer` in `schema`'s file.
+fn declared(schema_name: &str, pointer: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let schema = schema(schema_name);
+    let object = schema.pointer(pointer).expect("an object schema");
+    let required = object["required"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (keys(&object["properties"]), required)
+}
+
+/// Each wire struct writes exactly the fields its schema declares, all of them required: a
+/// field added to one and not the other fails here.
+#[test]
+fn every_wire_struct_has_the_fields_of_its_schema() {
+    let t = task(
+        r#"{"title": "Call the bank", "due_at": "2026-03-31T09:00:00+02:00",
+            "remind_before_minutes": 30}"#,
+    );
+    let at = t.reminder_fires_at().expect("a reminder");
+    let due = t.due_at.expect("due");
+    let samples: Vec<(&str, &str, Value)> = vec![
+        (
+            "task",
+            "",
+            serde_json::to_value(TaskJson::from(&t)).expect("json"),
+        ),
+        (
+            "task.updated",
+            "/properties/data",
+            serde_json::to_value(UpdatedData::new(&t, &["title"])).expect("json"),
+        ),
+        (
+            "task.completed",
+            "/properties/data",
+            serde_json::to_value(CompletedData::new(&t)).expect("json"),
+        ),
+        (
+            "task.deleted",
+            "/properties/data",
+            serde_json::to_value(DeletedData::new(&t)).expect("json"),
+        ),
+        (
+            "reminder.scheduled",
+            "/properties/data",
+            serde_json::to_value(ReminderData::new(t.id, &t.title, due, at, Some(30)))
+                .expect("json"),
+        ),
+        (
+            "reminder.triggered",
+            "/properties/data",
+            serde_json::to_value(ReminderData::new(t.id, &t.title, due, at, None)).expect("json"),
+        ),
+        (
+            "reminder.cancelled",
+            "/properties/data",
+            serde_json::to_value(CancelledData::new(t.id, at, CancelReason::Removed))
+                .expect("json"),
+        ),
+    ];
+    for (name, pointer, written) in samples {
+        let (properties, required) = declared(name, pointer);
+        assert_eq!(keys(&written), properties, "{name}: written vs declared");
+        assert_eq!(required, properties, "{name}: every field is required");
+    }
+    assert_eq!(
+        schema("task.created")["properties"]["data"]["$ref"],
+        "task.json",
+        "task.created carries the task itself"
     );
 }

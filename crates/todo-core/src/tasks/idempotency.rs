@@ -16,9 +16,10 @@
 //!   the same key once fixed.
 
 use crate::error::ApiError;
+use crate::outbox::{OutboxRow, push_outbox};
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::Task;
-use crate::tasks::store::{self, OutboxRow};
+use crate::tasks::store;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -177,7 +178,7 @@ pub fn insert_once(task: &Task, events: &[OutboxRow], answer: &Answer<'_>) -> St
         expiry()
     ));
     store::push_insert(&mut sql, task, Some("claimed"));
-    store::push_outbox(&mut sql, events);
+    push_outbox(&mut sql, events);
     sql.push(" select count(*) from written");
     sql.build()
 }
@@ -234,7 +235,7 @@ pub fn replay(stored: Option<StoredAnswer>, fingerprint: &str) -> Result<StoredA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::input::TaskChanges;
+    use crate::tasks::model::TaskChanges;
     use crate::tasks::model::UserId;
     use chrono::Utc;
 

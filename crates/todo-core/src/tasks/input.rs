@@ -11,10 +11,10 @@
 
 use crate::error::ApiError;
 use crate::recurrence::{Recurrence, RecurrenceInput};
-use crate::tasks::model::{Priority, parse_description, parse_tags, parse_title};
+use crate::tasks::model::{Priority, TaskChanges, parse_description, parse_tags, parse_title};
 use crate::tasks::reminder::{self, AT_FIELD, MINUTES_FIELD, Reminder};
 use crate::tasks::time::parse_utc;
-use crate::validation::{Errors, FieldError};
+use crate::validation::{Errors, FieldError, json_kind};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -34,20 +34,6 @@ const READ_ONLY: &[&str] = &[
     "reminder_fires_at",
     "reminder_fired_at",
 ];
-
-/// Validated changes to a task. `None` leaves a field as it is; for optional fields
-/// `Some(None)` clears it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskChanges {
-    pub title: Option<String>,
-    pub description: Option<Option<String>>,
-    pub completed: Option<bool>,
-    pub priority: Option<Priority>,
-    pub tags: Option<Vec<String>>,
-    pub due_at: Option<Option<DateTime<Utc>>>,
-    pub reminder: Option<Option<Reminder>>,
-    pub recurrence: Option<Option<Recurrence>>,
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -127,17 +113,6 @@ fn describe_json_error(error: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(cut) => text[..cut].to_owned(),
         None => text,
-    }
-}
-
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -302,18 +277,7 @@ fn parse_reminder(
         None | Some(Value::Null) => Some(None),
         Some(value) => errors.take(reminder::parse_at(value)).map(Some),
     };
-    match (minutes?, at?) {
-        (Some(_), Some(_)) => {
-            errors.push(FieldError::new(
-                AT_FIELD,
-                "send either remind_before_minutes or remind_at, not both",
-            ));
-            None
-        }
-        (Some(minutes), None) => Some(Some(Reminder::Before(minutes))),
-        (None, Some(at)) => Some(Some(Reminder::At(at))),
-        (None, None) => Some(None),
-    }
+    errors.take(Reminder::from_fields(minutes?, at?))
 }
 
 fn parse_recurrence(

@@ -279,7 +279,7 @@ impl ListQuery {
     pub fn statement(&self, user_id: &str) -> Statement {
         let mut sql = Builder::new("");
         sql.push("select ");
-        sql.push(TASK_COLUMNS);
+        sql.push(&TASK_COLUMNS);
         sql.push(" from tasks where user_id = ");
         let user = sql.bind(SqlValue::Text(user_id.to_owned()));
         sql.push(&user);

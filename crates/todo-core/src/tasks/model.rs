@@ -1,12 +1,10 @@
 //! The task and the value types it is made of. Each type validates once, when it is built.
 
-use crate::recurrence::{Recurrence, RecurrenceInput};
-use crate::tasks::input::TaskChanges;
+use crate::recurrence::Recurrence;
 use crate::tasks::reminder::Reminder;
-use crate::tasks::time::serde_utc;
 use crate::validation::FieldError;
 use chrono::{DateTime, Utc};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use uuid::Uuid;
 
 pub const TITLE_MAX: usize = 200;
@@ -180,8 +178,23 @@ pub fn tag_keys(tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| t.to_lowercase()).collect()
 }
 
-/// A task. Its JSON form, as the API returns it and events carry it, is [`TaskJson`]
-/// (schemas/task.json).
+/// Validated changes to a task, as a request body (`tasks::input`) or a rule (the complete
+/// toggle, `tasks::write`) asks for them; [`Task::apply`] applies them. `None` leaves a field as
+/// it is; for optional fields `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChanges {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub completed: Option<bool>,
+    pub priority: Option<Priority>,
+    pub tags: Option<Vec<String>>,
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub reminder: Option<Option<Reminder>>,
+    pub recurrence: Option<Option<Recurrence>>,
+}
+
+/// A task. Its JSON form, as the API returns it and events carry it, is
+/// `events::wire::TaskJson` (schemas/task.json).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: Uuid,
@@ -213,68 +226,6 @@ pub struct Task {
     /// Bumped by every write, and by a reminder firing; the basis of the `ETag` and of
     /// lost-update protection.
     pub version: i64,
-}
-
-/// The JSON form of a [`Task`]. The reminder appears as the client set it
-/// (`remind_before_minutes` or `remind_at`, the other null) and as it takes effect:
-/// `reminder_fires_at` is when it fires, `reminder_fired_at` when it did. Those two are
-/// read-only, so a client may send back what it read.
-#[derive(Serialize)]
-pub struct TaskJson<'a> {
-    id: Uuid,
-    title: &'a str,
-    description: &'a Option<String>,
-    completed: bool,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    completed_at: Option<DateTime<Utc>>,
-    priority: Priority,
-    tags: &'a [String],
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    due_at: Option<DateTime<Utc>>,
-    remind_before_minutes: Option<u32>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    remind_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    reminder_fires_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "serde_utc::option::serialize")]
-    reminder_fired_at: Option<DateTime<Utc>>,
-    recurrence: &'a Option<Recurrence>,
-    series_id: Uuid,
-    occurrence: u32,
-    #[serde(serialize_with = "serde_utc::serialize")]
-    created_at: DateTime<Utc>,
-    #[serde(serialize_with = "serde_utc::serialize")]
-    updated_at: DateTime<Utc>,
-}
-
-impl<'a> From<&'a Task> for TaskJson<'a> {
-    fn from(task: &'a Task) -> Self {
-        Self {
-            id: task.id,
-            title: &task.title,
-            description: &task.description,
-            completed: task.completed,
-            completed_at: task.completed_at,
-            priority: task.priority,
-            tags: &task.tags,
-            due_at: task.due_at,
-            remind_before_minutes: task.reminder.and_then(Reminder::minutes_before),
-            remind_at: task.reminder.and_then(Reminder::absolute),
-            reminder_fires_at: task.reminder_fires_at(),
-            reminder_fired_at: task.reminder_fired_at,
-            recurrence: &task.recurrence,
-            series_id: task.series_id,
-            occurrence: task.occurrence,
-            created_at: task.created_at,
-            updated_at: task.updated_at,
-        }
-    }
-}
-
-impl Serialize for Task {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        TaskJson::from(self).serialize(serializer)
-    }
 }
 
 impl Task {
@@ -388,94 +339,6 @@ impl Task {
     /// `"<version>"`, a strong entity tag for conditional requests.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
-    }
-}
-
-/// A task as read from the database, before its stored values are re-validated. The reminder
-/// columns (migrations/0004_reminders.sql) come separately, as [`ReminderColumns`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRow {
-    pub id: Uuid,
-    pub user_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub completed: bool,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub priority: i16,
-    pub tags: Vec<String>,
-    pub due_at: Option<DateTime<Utc>>,
-    pub recurrence: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-    pub series_id: Uuid,
-    pub occurrence: i32,
-    pub series_anchor: Option<DateTime<Utc>>,
-    pub anchor_occurrence: i32,
-}
-
-/// The reminder columns of a task row, in the order `store::TASK_COLUMNS` selects them after
-/// the others.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReminderColumns {
-    pub remind_before_minutes: Option<i32>,
-    /// The effective fire time.
-    pub remind_at: Option<DateTime<Utc>>,
-    pub reminder_fired_at: Option<DateTime<Utc>>,
-}
-
-impl TaskRow {
-    /// The task without a reminder. Fails only if the database holds something this code
-    /// never writes.
-    pub fn into_task(self) -> Result<Task, String> {
-        self.into_task_with(ReminderColumns::default())
-    }
-
-    /// The task with its reminder columns.
-    pub fn into_task_with(self, reminder: ReminderColumns) -> Result<Task, String> {
-        let reminder_fired_at = reminder.reminder_fired_at;
-        let reminder = Reminder::from_columns(reminder.remind_before_minutes, reminder.remind_at)
-            .map_err(|e| format!("task {}: {e}", self.id))?;
-        let priority = Priority::from_rank(self.priority)
-            .ok_or_else(|| format!("task {} has priority rank {}", self.id, self.priority))?;
-        let recurrence = self
-            .recurrence
-            .map(|stored| {
-                serde_json::from_value::<RecurrenceInput>(stored)
-                    .map_err(|e| e.to_string())
-                    .and_then(|input| Recurrence::parse(input).map_err(|e| format!("{e:?}")))
-            })
-            .transpose()
-            .map_err(|e| format!("task {} has an unreadable recurrence: {e}", self.id))?;
-        let occurrence = u32::try_from(self.occurrence)
-            .map_err(|_| format!("task {} has occurrence {}", self.id, self.occurrence))?;
-        let anchor_occurrence = u32::try_from(self.anchor_occurrence).map_err(|_| {
-            format!(
-                "task {} has anchor occurrence {}",
-                self.id, self.anchor_occurrence
-            )
-        })?;
-        Ok(Task {
-            id: self.id,
-            user_id: self.user_id,
-            title: self.title,
-            description: self.description,
-            completed: self.completed,
-            completed_at: self.completed_at,
-            priority,
-            tags: self.tags,
-            due_at: self.due_at,
-            reminder,
-            reminder_fired_at,
-            recurrence,
-            series_id: self.series_id,
-            occurrence,
-            series_anchor: self.series_anchor,
-            anchor_occurrence,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            version: self.version,
-        })
     }
 }
 

@@ -10,7 +10,7 @@
 //! (migrations/0004_reminders.sql), where the sweep (`crate::reminders`) finds it.
 
 use crate::tasks::time::parse_utc;
-use crate::validation::FieldError;
+use crate::validation::{FieldError, json_kind};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
@@ -83,6 +83,24 @@ impl Reminder {
         }
     }
 
+    /// The reminder its two fields set, `remind_before_minutes` and `remind_at`, as the API
+    /// and events carry them: at most one may be non-null, and the minutes are at most a
+    /// year. Both null is no reminder. Whether it fits the due time is [`Reminder::check`].
+    pub fn from_fields(
+        minutes: Option<u32>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Reminder>, FieldError> {
+        match (minutes, at) {
+            (Some(_), Some(_)) => Err(FieldError::new(
+                AT_FIELD,
+                "send either remind_before_minutes or remind_at, not both",
+            )),
+            (Some(minutes), None) => check_minutes(minutes).map(|m| Some(Reminder::Before(m))),
+            (None, Some(at)) => Ok(Some(Reminder::At(at))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The reminder of the next occurrence of a recurring task that was due at `due_at` and
     /// whose next occurrence is due at `next_due`: the same minutes before, or an absolute
     /// time the same distance before the new due time. `None` if that time cannot be
@@ -114,27 +132,32 @@ impl Reminder {
 
 /// `remind_before_minutes` as a client sends it: an integer from 0 to 525600.
 pub fn parse_minutes(value: &Value) -> Result<u32, FieldError> {
-    let range = || {
-        FieldError::new(
-            MINUTES_FIELD,
-            format!("must be a whole number of minutes from 0 to {MAX_MINUTES_BEFORE} (a year)"),
-        )
-    };
     match value {
-        Value::Number(n) => {
-            let minutes = n.as_u64().ok_or_else(range)?;
-            u32::try_from(minutes)
-                .ok()
-                .filter(|m| *m <= MAX_MINUTES_BEFORE)
-                .ok_or_else(range)
-        }
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|minutes| u32::try_from(minutes).ok())
+            .ok_or_else(minutes_range)
+            .and_then(check_minutes),
         other => Err(FieldError::new(
             MINUTES_FIELD,
-            format!(
-                "must be an integer or null, not {}",
-                crate::tasks::input::json_kind(other)
-            ),
+            format!("must be an integer or null, not {}", json_kind(other)),
         )),
+    }
+}
+
+fn minutes_range() -> FieldError {
+    FieldError::new(
+        MINUTES_FIELD,
+        format!("must be a whole number of minutes from 0 to {MAX_MINUTES_BEFORE} (a year)"),
+    )
+}
+
+/// Minutes before the due time: at most a year.
+fn check_minutes(minutes: u32) -> Result<u32, FieldError> {
+    if minutes <= MAX_MINUTES_BEFORE {
+        Ok(minutes)
+    } else {
+        Err(minutes_range())
     }
 }
 
@@ -146,7 +169,7 @@ pub fn parse_at(value: &Value) -> Result<DateTime<Utc>, FieldError> {
             AT_FIELD,
             format!(
                 "must be an RFC 3339 date-time string or null, not {}",
-                crate::tasks::input::json_kind(other)
+                json_kind(other)
             ),
         )),
     }
@@ -220,6 +243,24 @@ mod tests {
             parse_minutes(&json!("30")).map_err(|e| e.message),
             Err("must be an integer or null, not a string".to_owned())
         );
+    }
+
+    #[test]
+    fn two_fields_set_one_reminder() {
+        let at = utc("2026-05-01T08:30:00Z");
+        assert_eq!(Reminder::from_fields(None, None), Ok(None));
+        assert_eq!(
+            Reminder::from_fields(Some(30), None),
+            Ok(Some(Reminder::Before(30)))
+        );
+        assert_eq!(
+            Reminder::from_fields(None, Some(at)),
+            Ok(Some(Reminder::At(at)))
+        );
+        let both = Reminder::from_fields(Some(30), Some(at)).expect_err("both");
+        assert_eq!(both.field, AT_FIELD);
+        let long = Reminder::from_fields(Some(MAX_MINUTES_BEFORE + 1), None).expect_err("long");
+        assert_eq!(long.field, MINUTES_FIELD);
     }
 
     #[test]

@@ -6,40 +6,179 @@
 //! Updates and deletes are conditional on the version that was read, so a concurrent writer
 //! makes the statement touch nothing instead of silently overwriting.
 
-use crate::sql::{Builder, SqlValue, Statement};
-use crate::tasks::model::{Task, tag_keys};
+use crate::outbox::{OutboxRow, push_outbox};
+use crate::recurrence::{Recurrence, RecurrenceInput};
+use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list};
+use crate::tasks::model::{Priority, Task, tag_keys};
 use crate::tasks::reminder::Reminder;
+use serde::Deserialize;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
-/// Column order every task query selects; the components decode rows in this order: the
-/// columns of `TaskRow`, then those of `ReminderColumns`.
-///
-/// Time columns are stored as `timestamptz` but selected as their UTC wall time (a plain
-/// `timestamp`): Spin's pg host decodes date-times with the naive `timestamp` decoder, which
-/// refuses `timestamptz` values (spinframework/spin `factor-outbound-pg` `convert_entry`).
-pub const TASK_COLUMNS: &str = "id, user_id, title, description, completed, \
-     completed_at at time zone 'UTC' as completed_at, priority, tags, \
-     due_at at time zone 'UTC' as due_at, recurrence, \
-     created_at at time zone 'UTC' as created_at, updated_at at time zone 'UTC' as updated_at, \
-     version, coalesce(series_id, id) as series_id, occurrence, \
-     series_anchor at time zone 'UTC' as series_anchor, anchor_occurrence, \
-     remind_before_minutes, remind_at at time zone 'UTC' as remind_at, \
-     reminder_fired_at at time zone 'UTC' as reminder_fired_at";
-
-/// An event to store with a task change, for the relay to publish (see `events`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
-    pub event_id: Uuid,
-    pub user_id: String,
-    pub topic: String,
-    pub event: serde_json::Value,
+/// One stored column of a task: how writes store it and whether updates and selects touch it.
+/// Insert, update, select and [`decode`] all follow this one table.
+struct Stored {
+    column: Column,
+    value: fn(&Task) -> SqlValue,
+    /// Whether an update rewrites it; the others are fixed when the task is inserted.
+    updated: bool,
+    /// Whether selects read it back; `tag_keys` only serves filters.
+    selected: bool,
 }
+
+impl Stored {
+    const fn fixed(
+        name: &'static str,
+        sql_type: &'static str,
+        value: fn(&Task) -> SqlValue,
+    ) -> Self {
+        Self {
+            column: Column::new(name, sql_type),
+            value,
+            updated: false,
+            selected: true,
+        }
+    }
+
+    const fn updated(self) -> Self {
+        Self {
+            updated: true,
+            ..self
+        }
+    }
+
+    const fn read_as(self, expr: &'static str) -> Self {
+        Self {
+            column: self.column.read_as(expr),
+            ..self
+        }
+    }
+
+    const fn not_selected(self) -> Self {
+        Self {
+            selected: false,
+            ..self
+        }
+    }
+}
+
+/// The columns of `tasks` (migrations/0001_tasks.sql, 0003_recurrence.sql, 0004_reminders.sql),
+/// in the order inserts list them and selects return them.
+const STORED: [Stored; 21] = [
+    Stored::fixed("id", "uuid", |t| SqlValue::Uuid(t.id)),
+    Stored::fixed("user_id", "text", |t| SqlValue::Text(t.user_id.clone())),
+    Stored::fixed("title", "text", |t| SqlValue::Text(t.title.clone())).updated(),
+    Stored::fixed("description", "text", |t| t.description.clone().into()).updated(),
+    Stored::fixed("completed", "bool", |t| SqlValue::Bool(t.completed)).updated(),
+    Stored::fixed("completed_at", "timestamptz", |t| t.completed_at.into()).updated(),
+    // A small integer, so that sorting by priority is an index scan.
+    Stored::fixed("priority", "int2", |t| SqlValue::Int16(t.priority.rank())).updated(),
+    Stored::fixed("tags", "text[]", |t| SqlValue::TextArray(t.tags.clone())).updated(),
+    Stored::fixed("tag_keys", "text[]", |t| {
+        SqlValue::TextArray(tag_keys(&t.tags))
+    })
+    .updated()
+    .not_selected(),
+    Stored::fixed("due_at", "timestamptz", |t| t.due_at.into()).updated(),
+    Stored::fixed("recurrence", "jsonb", recurrence_value).updated(),
+    Stored::fixed("created_at", "timestamptz", |t| {
+        SqlValue::Timestamp(t.created_at)
+    }),
+    Stored::fixed("updated_at", "timestamptz", |t| {
+        SqlValue::Timestamp(t.updated_at)
+    })
+    .updated(),
+    Stored::fixed("version", "int8", |t| SqlValue::Int64(t.version)).updated(),
+    // Tasks from before series existed have none: each is its own series.
+    Stored::fixed("series_id", "uuid", |t| SqlValue::Uuid(t.series_id))
+        .read_as("coalesce(series_id, id)"),
+    Stored::fixed("occurrence", "int4", |t| {
+        SqlValue::Int32(occurrence_value(t.occurrence))
+    }),
+    Stored::fixed("series_anchor", "timestamptz", |t| t.series_anchor.into()),
+    Stored::fixed("anchor_occurrence", "int4", |t| {
+        SqlValue::Int32(occurrence_value(t.anchor_occurrence))
+    }),
+    Stored::fixed("remind_before_minutes", "int4", minutes_value).updated(),
+    // The effective fire time, where the sweep finds it (see `tasks::reminder`).
+    Stored::fixed("remind_at", "timestamptz", |t| t.reminder_fires_at().into()).updated(),
+    Stored::fixed("reminder_fired_at", "timestamptz", |t| {
+        t.reminder_fired_at.into()
+    })
+    .updated(),
+];
+
+/// The columns every task query selects, in the order [`decode`] reads them.
+static SELECTED: LazyLock<Vec<Column>> = LazyLock::new(|| {
+    STORED
+        .iter()
+        .filter(|s| s.selected)
+        .map(|s| s.column)
+        .collect()
+});
+
+/// The select list of every task query; decode its rows with [`decode`].
+pub static TASK_COLUMNS: LazyLock<String> = LazyLock::new(|| select_list(&SELECTED));
 
 pub fn get(user_id: &str, id: Uuid) -> Statement {
     Statement::new(
-        format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"),
+        format!(
+            "select {} from tasks where id = $1 and user_id = $2",
+            *TASK_COLUMNS
+        ),
         vec![SqlValue::Uuid(id), SqlValue::Text(user_id.to_owned())],
     )
+}
+
+/// Decodes a row selected with [`TASK_COLUMNS`], validating the stored values again. Fails
+/// only if the database holds something this code never writes.
+pub fn decode(values: &[SqlValue]) -> Result<Task, String> {
+    let row = Row::new(&SELECTED, values)?;
+    let id = row.uuid("id")?;
+    let decoded = (|| {
+        let reminder = Reminder::from_columns(
+            row.opt_int32("remind_before_minutes")?,
+            row.opt_time("remind_at")?,
+        )?;
+        let rank = row.int16("priority")?;
+        let priority =
+            Priority::from_rank(rank).ok_or_else(|| format!("has priority rank {rank}"))?;
+        let recurrence = row
+            .opt_json("recurrence")?
+            .map(|stored| {
+                RecurrenceInput::deserialize(stored)
+                    .map_err(|e| e.to_string())
+                    .and_then(|input| Recurrence::parse(input).map_err(|e| format!("{e:?}")))
+            })
+            .transpose()
+            .map_err(|e| format!("has an unreadable recurrence: {e}"))?;
+        let count = |name: &str| {
+            let n = row.int32(name)?;
+            u32::try_from(n).map_err(|_| format!("has {name} {n}"))
+        };
+        Ok::<_, String>(Task {
+            id,
+            user_id: row.text("user_id")?,
+            title: row.text("title")?,
+            description: row.opt_text("description")?,
+            completed: row.bool("completed")?,
+            completed_at: row.opt_time("completed_at")?,
+            priority,
+            tags: row.text_array("tags")?,
+            due_at: row.opt_time("due_at")?,
+            reminder,
+            reminder_fired_at: row.opt_time("reminder_fired_at")?,
+            recurrence,
+            series_id: row.uuid("series_id")?,
+            occurrence: count("occurrence")?,
+            series_anchor: row.opt_time("series_anchor")?,
+            anchor_occurrence: count("anchor_occurrence")?,
+            created_at: row.time("created_at")?,
+            updated_at: row.time("updated_at")?,
+            version: row.int64("version")?,
+        })
+    })();
+    decoded.map_err(|e| format!("task {id}: {e}"))
 }
 
 /// `remind_before_minutes`: only a relative reminder has it.
@@ -76,41 +215,14 @@ pub fn insert(task: &Task, events: &[OutboxRow]) -> Statement {
 /// creates a next occurrence at most once. Concurrent inserts of the same occurrence wait for
 /// each other on that index, and all but the first insert nothing.
 pub fn push_insert(sql: &mut Builder, task: &Task, only_after: Option<&str>) {
-    sql.push(
-        "written as (insert into tasks (id, user_id, title, description, completed, \
-         completed_at, priority, tags, tag_keys, due_at, recurrence, created_at, updated_at, \
-         version, series_id, occurrence, series_anchor, anchor_occurrence, \
-         remind_before_minutes, remind_at, reminder_fired_at) ",
-    );
-    let values = [
-        (SqlValue::Uuid(task.id), "uuid"),
-        (SqlValue::Text(task.user_id.clone()), "text"),
-        (SqlValue::Text(task.title.clone()), "text"),
-        (task.description.clone().into(), "text"),
-        (SqlValue::Bool(task.completed), "bool"),
-        (task.completed_at.into(), "timestamptz"),
-        (SqlValue::Int16(task.priority.rank()), "int2"),
-        (SqlValue::TextArray(task.tags.clone()), "text[]"),
-        (SqlValue::TextArray(tag_keys(&task.tags)), "text[]"),
-        (task.due_at.into(), "timestamptz"),
-        (recurrence_value(task), "jsonb"),
-        (SqlValue::Timestamp(task.created_at), "timestamptz"),
-        (SqlValue::Timestamp(task.updated_at), "timestamptz"),
-        (SqlValue::Int64(task.version), "int8"),
-        (SqlValue::Uuid(task.series_id), "uuid"),
-        (SqlValue::Int32(occurrence_value(task.occurrence)), "int4"),
-        (task.series_anchor.into(), "timestamptz"),
-        (
-            SqlValue::Int32(occurrence_value(task.anchor_occurrence)),
-            "int4",
-        ),
-        (minutes_value(task), "int4"),
-        (task.reminder_fires_at().into(), "timestamptz"),
-        (task.reminder_fired_at.into(), "timestamptz"),
-    ];
-    let placeholders: Vec<String> = values
-        .into_iter()
-        .map(|(value, cast)| sql.typed(value, cast))
+    let names: Vec<&str> = STORED.iter().map(|s| s.column.name).collect();
+    sql.push(&format!(
+        "written as (insert into tasks ({}) ",
+        names.join(", ")
+    ));
+    let placeholders: Vec<String> = STORED
+        .iter()
+        .map(|s| sql.typed((s.value)(task), s.column.sql_type))
         .collect();
     let placeholders = placeholders.join(", ");
     match only_after {
@@ -139,37 +251,13 @@ fn occurrence_value(n: u32) -> i32 {
 /// request retry, instead of clearing the mark and firing the reminder twice.
 pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
     let mut sql = Builder::new("with written as (update tasks set ");
-    let sets = [
-        ("title", SqlValue::Text(task.title.clone()), "text"),
-        ("description", task.description.clone().into(), "text"),
-        ("completed", SqlValue::Bool(task.completed), "bool"),
-        ("completed_at", task.completed_at.into(), "timestamptz"),
-        ("priority", SqlValue::Int16(task.priority.rank()), "int2"),
-        ("tags", SqlValue::TextArray(task.tags.clone()), "text[]"),
-        (
-            "tag_keys",
-            SqlValue::TextArray(tag_keys(&task.tags)),
-            "text[]",
-        ),
-        ("due_at", task.due_at.into(), "timestamptz"),
-        ("remind_before_minutes", minutes_value(task), "int4"),
-        ("remind_at", task.reminder_fires_at().into(), "timestamptz"),
-        (
-            "reminder_fired_at",
-            task.reminder_fired_at.into(),
-            "timestamptz",
-        ),
-        ("recurrence", recurrence_value(task), "jsonb"),
-        (
-            "updated_at",
-            SqlValue::Timestamp(task.updated_at),
-            "timestamptz",
-        ),
-        ("version", SqlValue::Int64(task.version), "int8"),
-    ];
-    let assignments: Vec<String> = sets
-        .into_iter()
-        .map(|(column, value, cast)| format!("{column} = {}", sql.typed(value, cast)))
+    let assignments: Vec<String> = STORED
+        .iter()
+        .filter(|s| s.updated)
+        .map(|s| {
+            let value = sql.typed((s.value)(task), s.column.sql_type);
+            format!("{} = {value}", s.column.name)
+        })
         .collect();
     sql.push(&assignments.join(", "));
     push_where_version(&mut sql, task, expected_version);
@@ -197,40 +285,10 @@ fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
     ));
 }
 
-/// Adds `, outbox_rows as (insert ...)` that stores the events only if the task write (the
-/// CTE `written`) touched a row. `ord` keeps the outbox sequence in the order the events were
-/// given.
-pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow]) {
-    if events.is_empty() {
-        return;
-    }
-    sql.push(
-        ", outbox_rows as (insert into outbox (event_id, user_id, topic, event) \
-         select v.event_id, v.user_id, v.topic, v.event from (values ",
-    );
-    let rows: Vec<String> = events
-        .iter()
-        .enumerate()
-        .map(|(ord, row)| {
-            let ord = sql.bind(SqlValue::Int32(ord as i32));
-            let id = sql.bind(SqlValue::Uuid(row.event_id));
-            let user = sql.bind(SqlValue::Text(row.user_id.clone()));
-            let topic = sql.bind(SqlValue::Text(row.topic.clone()));
-            let event = sql.bind(SqlValue::Jsonb(row.event.clone()));
-            format!("({ord}::int4, {id}::uuid, {user}::text, {topic}::text, {event}::jsonb)")
-        })
-        .collect();
-    sql.push(&rows.join(", "));
-    sql.push(
-        ") as v(ord, event_id, user_id, topic, event) \
-         where exists (select 1 from written) order by v.ord)",
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::input::TaskChanges;
+    use crate::tasks::model::TaskChanges;
     use crate::tasks::model::UserId;
     use chrono::Utc;
 
@@ -268,6 +326,113 @@ mod tests {
             assert!(!statement.sql.contains("alice"), "{}", statement.sql);
             assert_eq!(placeholders(&statement.sql), statement.params.len());
         }
+    }
+
+    /// What a select returns for `task`: the written value of each selected column.
+    fn selected(task: &Task) -> Vec<SqlValue> {
+        STORED
+            .iter()
+            .filter(|s| s.selected)
+            .map(|s| (s.value)(task))
+            .collect()
+    }
+
+    #[test]
+    fn a_written_task_reads_back_as_it_was() {
+        let t0 = chrono::DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let rule = Recurrence::parse(RecurrenceInput {
+            frequency: "weekly".into(),
+            timezone: Some("Europe/Berlin".into()),
+            ..RecurrenceInput::default()
+        })
+        .expect("valid rule");
+        let changes = TaskChanges {
+            title: Some("Review".into()),
+            description: Some(Some("notes".into())),
+            completed: Some(true),
+            priority: Some(Priority::High),
+            tags: Some(vec!["Work".into(), "q3".into()]),
+            due_at: Some(Some(t0 + chrono::Duration::hours(9))),
+            reminder: Some(Some(Reminder::Before(15))),
+            recurrence: Some(Some(rule)),
+        };
+        let user = UserId::parse("alice").expect("valid");
+        let mut task = Task::create(Uuid::now_v7(), &user, changes, t0);
+        task.reminder_fired_at = Some(t0);
+        task.occurrence = 3;
+        task.anchor_occurrence = 2;
+        assert_eq!(decode(&selected(&task)), Ok(task.clone()));
+
+        let absolute = Task {
+            reminder: Some(Reminder::At(t0)),
+            description: None,
+            recurrence: None,
+            ..task.clone()
+        };
+        assert_eq!(decode(&selected(&absolute)), Ok(absolute));
+        let plain = Task {
+            reminder: None,
+            due_at: None,
+            ..task.clone()
+        };
+        assert_eq!(decode(&selected(&plain)), Ok(plain));
+    }
+
+    #[test]
+    fn the_select_list_follows_the_table() {
+        let list = TASK_COLUMNS.as_str();
+        assert!(
+            list.starts_with("id, user_id, title, description, completed, "),
+            "{list}"
+        );
+        assert!(
+            list.contains("coalesce(series_id, id) as series_id"),
+            "{list}"
+        );
+        assert!(
+            list.ends_with("reminder_fired_at at time zone 'UTC' as reminder_fired_at"),
+            "{list}"
+        );
+        assert!(!list.contains("tag_keys"), "only filters read it");
+        let update = update(&task(), 1, &[]).sql;
+        for fixed in [
+            "id =",
+            "user_id =",
+            "created_at =",
+            "series_id =",
+            "occurrence =",
+        ] {
+            assert!(!update.contains(&format!("set {fixed}")), "{update}");
+            assert!(!update.contains(&format!(", {fixed}")), "{update}");
+        }
+        assert!(update.contains("tag_keys = $7::text[]"), "{update}");
+    }
+
+    #[test]
+    fn rows_the_code_never_writes_are_refused() {
+        let task = task();
+        let values = selected(&task);
+        let at = |name: &str| {
+            SELECTED
+                .iter()
+                .position(|c| c.name == name)
+                .expect("selected")
+        };
+        let with = |name: &str, value: SqlValue| {
+            let mut values = values.clone();
+            values[at(name)] = value;
+            decode(&values).expect_err(name)
+        };
+        assert!(with("priority", SqlValue::Int16(9)).contains("priority rank 9"));
+        assert!(with("occurrence", SqlValue::Int32(-1)).contains("occurrence -1"));
+        assert!(with("remind_before_minutes", SqlValue::Int32(-5)).contains("out of range"));
+        let bad_rule = with(
+            "recurrence",
+            SqlValue::Jsonb(serde_json::json!({"frequency": 1})),
+        );
+        assert!(bad_rule.contains("unreadable recurrence"), "{bad_rule}");
+        assert!(with("title", SqlValue::Null).contains("title"));
+        assert!(decode(&values[1..]).is_err(), "a column short");
     }
 
     #[test]

@@ -23,32 +23,9 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// A time stamp as the API and events write it: UTC, `Z`, sub-seconds only when set.
 pub fn format(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// `serialize_with` helpers for UTC output.
-pub mod serde_utc {
-    use super::*;
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(time))
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(
-            time: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match time {
-                Some(time) => s.serialize_str(&format(time)),
-                None => s.serialize_none(),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
