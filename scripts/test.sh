@@ -2,8 +2,9 @@
 # Runs every test on a fresh Debian machine: installs PostgreSQL and the wasm target if missing,
 # checks formatting and lints, builds the components and the tests once, starts a throwaway
 # PostgreSQL on a free loopback port, runs the unit, integration and reliability tests (the
-# compiled .wasm through the test host, and through real Spin when one is installed) and the
-# Kubernetes manifest validation, then prints one summary table and cleans up.
+# compiled .wasm through the test host, and through real Spin when one is installed), the API
+# contract check (schemathesis against openapi.json, scripts/contract.sh, on both runtimes) and
+# the Kubernetes manifest validation, then prints one summary table and cleans up.
 #
 # Each step's output goes to a log under target/test-logs/ (shown when the step fails); the
 # terminal gets one line per step, a progress line a minute, and the summary, which ends with
@@ -15,6 +16,15 @@ cd "$ROOT"
 
 steps_init
 trap summary EXIT
+
+# schemathesis against openapi.json on runtime $2 (scripts/contract.sh), its summary line shown.
+contract() {
+  local label=$1 runtime=$2 log
+  step "API contract on the $label (schemathesis)" "4 min first (venv), 3 min after" \
+    bash scripts/contract.sh --runtime "$runtime" --max-time "${CONTRACT_MAX_TIME:-150}"
+  log="$LOG_DIR/$(slug "API contract on the $label (schemathesis)").log"
+  grep '^schemathesis on ' "$log" | sed 's/^/    /' >&2 || true
+}
 
 # Set-up failures stop the run: nothing after them could work.
 command -v psql >/dev/null || apt_install postgresql-client || exit 1
@@ -56,6 +66,12 @@ if [ "$tests_built" -eq 1 ] && [ "$built" -eq 1 ]; then
   fi
   step "reliability suite (load, faults, bad input)" "2 min" \
     run_test_binaries "$BINARIES" reliability
+  contract "test host" host
+  if spin=$(find_spin); then
+    SPIN_BIN=$spin contract "real Spin" spin
+  else
+    skip_step "API contract on real Spin" "no Spin 4.0 CLI"
+  fi
 else
   skip_step "integration tests" "the components or the tests did not build"
 fi

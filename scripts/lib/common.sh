@@ -6,6 +6,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COMPONENTS=(tasks-api subscriptions event-intake outbox-relay reminder-sweep)
 COMPONENT_FLAGS=()
 for c in "${COMPONENTS[@]}"; do COMPONENT_FLAGS+=(-p "$c"); done
+# Where tasks-api serves openapi.json (todo_core::openapi::PATH).
+OPENAPI_PATH=/api/openapi.json
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -116,6 +118,25 @@ run_on_spin() {
   local spin=$1
   shift
   TEST_RUNTIME=spin SPIN_BIN=$spin "$@"
+}
+
+# Makes (or refreshes) the virtualenv $1 with the pinned requirements $2...; it is rebuilt only
+# when the list changes. Debian splits venv/ensurepip out of python3, so it installs
+# python3-venv when missing.
+ensure_venv() {
+  local venv=$1 wanted
+  shift
+  wanted=$(printf '%s\n' "$@")
+  if [[ -x "$venv/bin/python" ]] && [[ "$(cat "$venv/.requirements" 2>/dev/null)" == "$wanted" ]]; then
+    return 0
+  fi
+  log "preparing $venv"
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$@"
+  printf '%s\n' "$wanted" >"$venv/.requirements"
 }
 
 free_port() {

@@ -131,10 +131,12 @@ pub struct RecurrenceInput {
     /// `daily`, `weekly`, `monthly` or `yearly`.
     pub frequency: String,
     /// `1..=365`, default 1.
+    #[serde(default, deserialize_with = "crate::validation::optional_whole_number")]
     pub interval: Option<i64>,
     /// An RFC 3339 date-time with offset; the last instant an occurrence may fall on.
     pub until: Option<String>,
     /// `1..=1000`: the number of occurrences, the first one included.
+    #[serde(default, deserialize_with = "crate::validation::optional_whole_number")]
     pub count: Option<i64>,
     /// An IANA time zone name such as `Europe/Berlin`, default `UTC`.
     pub timezone: Option<String>,

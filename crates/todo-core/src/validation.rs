@@ -22,6 +22,30 @@ impl FieldError {
     }
 }
 
+/// A JSON number as a whole number: `5` and `5.0` alike, since JSON (and JSON Schema's
+/// `integer`) does not tell them apart and many encoders write one for the other. `None` for a
+/// fraction or a value beyond `i64`.
+pub fn whole_number(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        // 2^63 as f64; values at or past it do not fit.
+        (f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0).then_some(f as i64)
+    })
+}
+
+/// `deserialize_with` for an optional whole number read by [`whole_number`].
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::Deserialize as _;
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(n) => whole_number(&n)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number"))),
+    }
+}
+
 /// Collects field errors so a client sees every problem of a request at once.
 #[derive(Debug, Default)]
 pub struct Errors(Vec<FieldError>);

@@ -102,7 +102,7 @@ fn task_input_properties() -> Value {
             "type": ["array", "null"],
             "maxItems": TAGS_MAX,
             "items": {"type": "string", "pattern": trimmed_text(TAG_MAX, true)},
-            "description": format!("at most {TAGS_MAX}; each trimmed, 1 to {TAG_MAX} characters; blank entries and case-insensitive duplicates are dropped; null clears"),
+            "description": format!("at most {TAGS_MAX} entries; each trimmed, 1 to {TAG_MAX} characters; blank entries and case-insensitive duplicates are dropped; null clears"),
         },
         "due_at": date_time_input(true),
         "remind_before_minutes": {

@@ -61,7 +61,7 @@ pub fn parse_patch(body: &[u8]) -> Result<TaskChanges, ApiError> {
 /// Body of `PATCH|POST /api/{user_id}/tasks/{id}/complete`: empty to toggle, or
 /// `{"completed": bool}` to set.
 pub fn parse_complete(body: &[u8]) -> Result<Option<bool>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(body) {
         return Ok(None);
     }
     let map = parse_object(body)?;
@@ -83,9 +83,15 @@ pub fn parse_complete(body: &[u8]) -> Result<Option<bool>, ApiError> {
     errors.finish(|| completed).map_err(ApiError::from)
 }
 
+/// No body at all. White space alone is no JSON document (RFC 8259), so it is malformed JSON
+/// like any other bytes that do not parse.
+fn is_blank(body: &[u8]) -> bool {
+    body.is_empty()
+}
+
 /// Parses a JSON object body; malformed JSON is a 400, a non-object or invalid fields 422.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(body) {
         return Err(ApiError::bad_request(
             "the request body is empty; send a JSON object",
         ));
@@ -343,6 +349,47 @@ fn parse_recurrence(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_an_empty_body_counts_as_no_body() {
+        assert_eq!(parse_complete(b""), Ok(None));
+        for body in [&b"\r"[..], b" \r\n\t", b"\x0c", b" \x0b "] {
+            let error = parse_complete(body).expect_err("not JSON");
+            assert_eq!(error.status(), 400, "{body:?}");
+        }
+    }
+
+    /// JSON has one number type: `30.0` is the integer 30 to JSON Schema and to many encoders.
+    #[test]
+    fn whole_numbers_written_with_a_fraction_part_are_integers() {
+        let body = json!({
+            "title": "t",
+            "due_at": "2026-05-01T09:00:00Z",
+            "remind_before_minutes": 30.0,
+            "recurrence": {"frequency": "daily", "interval": 2.0, "count": 10.0},
+        });
+        let changes = parse_create(body.to_string().as_bytes()).expect("valid");
+        assert_eq!(changes.reminder, Some(Some(Reminder::Before(30))));
+        let rule = changes.recurrence.flatten().expect("recurrence");
+        assert_eq!((rule.interval, rule.count), (2, Some(10)));
+
+        for (field, body) in [
+            (
+                "remind_before_minutes",
+                json!({"title": "t", "due_at": "2026-05-01T09:00:00Z", "remind_before_minutes": 30.5}),
+            ),
+            (
+                "recurrence",
+                json!({"title": "t", "recurrence": {"frequency": "daily", "interval": 1.5}}),
+            ),
+        ] {
+            let error = parse_create(body.to_string().as_bytes()).expect_err("a fraction");
+            let ApiError::Unprocessable { errors } = error else {
+                panic!("422 expected, got {error:?}");
+            };
+            assert_eq!(errors[0].field, field, "{errors:?}");
+        }
+    }
 
     fn body(value: Value) -> Vec<u8> {
         serde_json::to_vec(&value).expect("json")

@@ -133,8 +133,7 @@ impl Reminder {
 /// `remind_before_minutes` as a client sends it: an integer from 0 to 525600.
 pub fn parse_minutes(value: &Value) -> Result<u32, FieldError> {
     match value {
-        Value::Number(n) => n
-            .as_u64()
+        Value::Number(n) => crate::validation::whole_number(n)
             .and_then(|minutes| u32::try_from(minutes).ok())
             .ok_or_else(minutes_range)
             .and_then(check_minutes),
