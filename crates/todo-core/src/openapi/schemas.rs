@@ -7,6 +7,7 @@
 //! characters, no control characters" rather than a bare `maxLength`.
 
 use crate::recurrence::{MAX_COUNT, MAX_INTERVAL};
+use crate::tasks::input::READ_ONLY;
 use crate::tasks::model::{DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX};
 use crate::tasks::reminder::MAX_MINUTES_BEFORE;
 use serde_json::{Map, Value, json};
@@ -121,21 +122,10 @@ fn task_input_properties() -> Value {
     })
 }
 
-/// Fields a client may send back from what it read; the server ignores them.
-const READ_ONLY: &[&str] = &[
-    "id",
-    "completed_at",
-    "created_at",
-    "updated_at",
-    "series_id",
-    "occurrence",
-    "reminder_fires_at",
-    "reminder_fired_at",
-];
-
 fn task_input(title: &str, description: &str, required: &[&str]) -> Value {
     let mut properties = task_input_properties();
     if let Value::Object(map) = &mut properties {
+        // Fields a client may send back from what it read; the parser ignores them.
         for name in READ_ONLY {
             map.insert(
                 (*name).to_owned(),

@@ -23,7 +23,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Fields the server owns. Clients that send back what they read may include them; they are
 /// ignored rather than rejected.
-const READ_ONLY: &[&str] = &[
+pub const READ_ONLY: &[&str] = &[
     "id",
     "user_id",
     "completed_at",
