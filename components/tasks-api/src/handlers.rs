@@ -2,11 +2,12 @@
 //! concurrent write got there first, render. A write's events are published before answering
 //! (`publish::before_response`).
 
-use crate::request::{header, json_body};
+use crate::request::json_body;
 use http::{HeaderValue, StatusCode, header as h};
 use spin_sdk::http::Request;
 use todo_adapters::auth::Verifier;
 use todo_adapters::db::Db;
+use todo_adapters::headers::header;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::vars;

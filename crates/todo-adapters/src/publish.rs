@@ -8,7 +8,6 @@
 //! attempt.
 
 use crate::db::Db;
-use crate::sidecar;
 use crate::vars;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -20,6 +19,7 @@ use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 use std::time::{Duration, Instant};
 use todo_core::error::ApiError;
 use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending, RoundEnd};
+use todo_core::sidecar::TOKEN_HEADER;
 use uuid::Uuid;
 
 /// Events a request publishes per round before it answers.
@@ -313,7 +313,7 @@ impl Publisher {
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, body.len());
         if !self.api_token.is_empty() {
-            request = request.header(sidecar::TOKEN_HEADER, &self.api_token);
+            request = request.header(TOKEN_HEADER, &self.api_token);
         }
         let mut request = request
             .body(FullBody::new(Bytes::from(body)))

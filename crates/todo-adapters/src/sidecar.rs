@@ -5,11 +5,7 @@ use crate::vars;
 use spin_sdk::http::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use todo_core::error::ApiError;
-use todo_core::sidecar::{SidecarPolicy, SidecarVars};
-
-/// Header the sidecar carries its `APP_API_TOKEN` in (Dapr's "Authenticate requests from Dapr using
-/// token authentication").
-pub const TOKEN_HEADER: &str = "dapr-api-token";
+use todo_core::sidecar::{SidecarPolicy, SidecarVars, TOKEN_HEADER};
 
 /// Whether this instance already said that its routes refuse every call.
 static SAID_CLOSED: AtomicBool = AtomicBool::new(false);
