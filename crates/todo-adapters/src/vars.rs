@@ -10,6 +10,16 @@ pub async fn get(name: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(format!("variable {name}: {e:?}")))
 }
 
+/// Reads `names` in order and stops at the first that cannot be read, as reading them one
+/// after the other would.
+pub async fn all<const N: usize>(names: [&str; N]) -> Result<[String; N], ApiError> {
+    let mut values = std::array::from_fn(|_| String::new());
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = get(name).await?;
+    }
+    Ok(values)
+}
+
 pub async fn number<T: std::str::FromStr>(name: &str) -> Result<T, ApiError> {
     let raw = get(name).await?;
     raw.trim()
