@@ -12,4 +12,4 @@ pub mod publish;
 pub mod reply;
 pub mod settings;
 pub mod sidecar;
-pub mod vars;
+mod vars;

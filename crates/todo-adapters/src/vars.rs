@@ -1,5 +1,5 @@
 //! Reading Spin variables. A missing or unreadable variable is a deployment mistake: it is
-//! logged and answered as an internal error, never guessed.
+//! logged and answered as an internal error, never guessed. Only `crate::settings` reads them.
 
 use spin_sdk::variables;
 use todo_core::error::ApiError;
