@@ -1,5 +1,6 @@
 //! The settings of the components: one typed struct per concern, each read from the Spin
-//! variables its component declares in spin.toml. This is the only Rust that names a variable.
+//! variables its component declares in spin.toml. This is the only Rust that names a variable;
+//! the test below keeps the names in step with spin.toml.
 //!
 //! A struct is read when its concern comes up, not all at once per request: a request that
 //! never reaches the database or the sidecar does not need, and so cannot fail on, their
@@ -328,5 +329,159 @@ impl Auth {
                 variable: JWT_JWKS_CACHE_SECONDS,
                 reason: format!("{raw:?} is not a number of seconds"),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const MANIFEST: &str = include_str!("../../../spin.toml");
+
+    impl Publishing {
+        fn variables(path: PublishPath) -> Vec<&'static str> {
+            [
+                &[path.timeout_variable()][..],
+                &Sidecar::VARIABLES,
+                &[Self::MAX_ATTEMPTS],
+            ]
+            .concat()
+        }
+    }
+
+    /// The settings each component loads, by its name in spin.toml.
+    fn reads() -> Vec<(&'static str, Vec<&'static str>)> {
+        let requests = Publishing::variables(PublishPath::Requests);
+        let relay = Publishing::variables(PublishPath::Relay);
+        vec![
+            (
+                "tasks-api",
+                [
+                    &Auth::VARIABLES[..],
+                    &Database::VARIABLES,
+                    &Events::VARIABLES,
+                    &requests,
+                ]
+                .concat(),
+            ),
+            (
+                "event-intake",
+                [
+                    &SidecarAdmission::VARIABLES[..],
+                    &Events::VARIABLES,
+                    &Database::VARIABLES,
+                    &requests,
+                ]
+                .concat(),
+            ),
+            (
+                "subscriptions",
+                [&SidecarAdmission::VARIABLES[..], &Subscriptions::VARIABLES].concat(),
+            ),
+            (
+                "outbox-relay",
+                [
+                    &SidecarAdmission::VARIABLES[..],
+                    &Database::VARIABLES,
+                    &relay,
+                    &Retention::VARIABLES,
+                ]
+                .concat(),
+            ),
+            (
+                "reminder-sweep",
+                [
+                    &SidecarAdmission::VARIABLES[..],
+                    &ReminderEvents::VARIABLES,
+                    &Database::VARIABLES,
+                    &relay,
+                ]
+                .concat(),
+            ),
+        ]
+    }
+
+    fn table<'a>(value: &'a toml::Value, key: &str) -> &'a toml::Table {
+        value
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .unwrap_or_else(|| panic!("spin.toml has no table {key}"))
+    }
+
+    #[test]
+    fn each_component_declares_exactly_the_variables_it_reads() {
+        let manifest: toml::Value = toml::from_str(MANIFEST).expect("spin.toml parses");
+        let components = table(&manifest, "component");
+        let reads = reads();
+        let named: BTreeSet<&str> = reads.iter().map(|(name, _)| *name).collect();
+        let declared: BTreeSet<&str> = components.keys().map(String::as_str).collect();
+        assert_eq!(
+            named, declared,
+            "every component of spin.toml, and no other"
+        );
+        for (component, names) in reads {
+            let read: BTreeSet<&str> = names.iter().copied().collect();
+            assert_eq!(
+                read.len(),
+                names.len(),
+                "{component} reads a variable twice"
+            );
+            let variables = components[component]
+                .get("variables")
+                .and_then(toml::Value::as_table)
+                .map(|t| t.keys().map(String::as_str).collect::<BTreeSet<_>>())
+                .unwrap_or_default();
+            assert_eq!(
+                read, variables,
+                "[component.{component}.variables] against what it reads"
+            );
+        }
+    }
+
+    #[test]
+    fn component_variables_refer_to_application_variables() {
+        let manifest: toml::Value = toml::from_str(MANIFEST).expect("spin.toml parses");
+        let application = table(&manifest, "variables");
+        for (component, config) in table(&manifest, "component") {
+            let Some(variables) = config.get("variables").and_then(toml::Value::as_table) else {
+                continue;
+            };
+            for (name, value) in variables {
+                let mut rest = value.as_str().expect("a template string");
+                while let Some(start) = rest.find("{{") {
+                    let end = rest[start..].find("}}").expect("a closed template") + start;
+                    let referred = rest[start + 2..end].trim();
+                    assert!(
+                        application.contains_key(referred),
+                        "{component}.{name} refers to {referred}, which [variables] lacks"
+                    );
+                    rest = &rest[end + 2..];
+                }
+            }
+        }
+    }
+
+    fn auth(cache_seconds: &str) -> Auth {
+        Auth {
+            enabled: String::new(),
+            jwt_secret: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            algorithms: String::new(),
+            jwks: String::new(),
+            jwks_url: String::new(),
+            jwks_origin: String::new(),
+            cache_seconds: cache_seconds.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_jwks_cache_lifetime_is_whole_seconds() {
+        assert_eq!(auth(" 300 ").cache_ttl(), Ok(Duration::from_secs(300)));
+        for wrong in ["", "5m", "-1", "1.5"] {
+            let error = auth(wrong).cache_ttl().expect_err(wrong);
+            assert_eq!(error.variable, JWT_JWKS_CACHE_SECONDS);
+        }
     }
 }
