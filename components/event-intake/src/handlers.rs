@@ -8,10 +8,9 @@ use todo_adapters::db::Db;
 use todo_adapters::headers;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
+use todo_adapters::settings;
 use todo_adapters::sidecar;
-use todo_adapters::vars;
 use todo_core::error::ApiError;
-use todo_core::events::Topics;
 use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Recorded, Topic, Work};
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
 use todo_core::tasks::{store, time};
@@ -100,14 +99,11 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         Work::ReadTask { user_id, task_id } => (user_id, task_id),
         Work::Acknowledge(_) | Work::CreateNext(_) => return Ok(()),
     };
-    let topics = Topics::new(
-        vars::get("event_source").await?,
-        vars::get("topic_tasks").await?,
-        vars::get("topic_reminders").await?,
-        delivery.traceparent.clone(),
-    );
-    let db_url = vars::get("db_url").await?;
-    let db = Db::open(&db_url).await?;
+    let topics = settings::Events::load()
+        .await?
+        .topics(delivery.traceparent.clone());
+    let database = settings::Database::load().await?;
+    let db = Db::open(&database.url).await?;
     for _ in 0..READ_ATTEMPTS {
         let now = time::now();
         let stored = db.tasks(store::get(&user_id, task_id)).await?.pop();

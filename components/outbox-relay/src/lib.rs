@@ -14,7 +14,7 @@ use todo_adapters::binding;
 use todo_adapters::db::Db;
 use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
-use todo_adapters::vars;
+use todo_adapters::settings;
 use todo_core::error::ApiError;
 use todo_core::sql::SqlValue;
 use todo_core::tasks::idempotency;
@@ -60,10 +60,10 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
     if let Some(discovery) = binding::accept(&req).await? {
         return Ok(discovery);
     }
-    let db_url = vars::get("db_url").await?;
-    let db = Db::open(&db_url).await?;
+    let database = settings::Database::load().await?;
+    let db = Db::open(&database.url).await?;
     let publisher = Publisher::for_relay(BUDGET).await?;
-    let retention_hours: i32 = vars::number("outbox_retention_hours").await?;
+    let retention = settings::Retention::load().await?;
 
     let mut summary = Summary::default();
     let users: Vec<String> = db
@@ -76,7 +76,10 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
         })
         .collect();
     summary.users = users.len();
-    for (user, flushed) in publisher.flush_users(&db_url, users, EVENTS_PER_USER).await {
+    for (user, flushed) in publisher
+        .flush_users(&database.url, users, EVENTS_PER_USER)
+        .await
+    {
         let flush = flushed?;
         summary.delivered += flush.delivered;
         summary.parked += flush.parked;
@@ -95,7 +98,7 @@ async fn relay(req: Request) -> Result<Reply, ApiError> {
             summary.dead
         );
     }
-    summary.pruned_outbox = db.execute(outbox::prune(retention_hours)).await?;
+    summary.pruned_outbox = db.execute(outbox::prune(retention.outbox_hours)).await?;
     summary.pruned_processed = db
         .execute(intake::prune_processed(PROCESSED_RETENTION_DAYS))
         .await?;

@@ -22,9 +22,8 @@ use todo_adapters::db::Db;
 use todo_adapters::headers::header;
 use todo_adapters::publish::Publisher;
 use todo_adapters::reply::{self, Reply};
-use todo_adapters::vars;
+use todo_adapters::settings;
 use todo_core::error::ApiError;
-use todo_core::events::EventContext;
 use todo_core::reminders;
 use todo_core::tasks::time;
 
@@ -63,13 +62,11 @@ async fn sweep(req: Request) -> Result<Reply, ApiError> {
     if let Some(discovery) = binding::accept(&req).await? {
         return Ok(discovery);
     }
-    let events = EventContext {
-        source: vars::get("event_source").await?,
-        topic: vars::get("topic_reminders").await?,
-        traceparent: header(req.headers(), "traceparent").map(str::to_owned),
-    };
-    let db_url = vars::get("db_url").await?;
-    let db = Db::open(&db_url).await?;
+    let events = settings::ReminderEvents::load()
+        .await?
+        .context(header(req.headers(), "traceparent").map(str::to_owned));
+    let database = settings::Database::load().await?;
+    let db = Db::open(&database.url).await?;
 
     let mut summary = Summary::default();
     let mut users = BTreeSet::new();
@@ -91,7 +88,7 @@ async fn sweep(req: Request) -> Result<Reply, ApiError> {
     }
     summary.users = users.len();
     drop(db);
-    summary.published = publish(&db_url, users).await;
+    summary.published = publish(&database.url, users).await;
     Ok(reply::json(StatusCode::OK, &summary))
 }
 

@@ -3,15 +3,15 @@
 //! The sidecar calls `GET /dapr/subscribe` when it starts and subscribes the app to what the
 //! answer lists (Dapr's pub/sub API reference, "Provide a route for Dapr to discover topic
 //! subscriptions"; the body is built by `todo_core::subscriptions`). No database: the answer
-//! depends on Spin variables only.
+//! depends on the settings only.
 
 use http::StatusCode;
 use spin_sdk::http::{IntoResponse, Request};
 use todo_adapters::reply::{self, Reply};
+use todo_adapters::settings;
 use todo_adapters::sidecar;
-use todo_adapters::vars;
 use todo_core::error::ApiError;
-use todo_core::subscriptions::{self, SubscriptionConfig};
+use todo_core::subscriptions;
 
 const PATH: &str = "/dapr/subscribe";
 
@@ -34,11 +34,6 @@ async fn list_subscriptions(req: &Request) -> Result<Reply, ApiError> {
             allow: &["GET"],
         });
     }
-    let config = SubscriptionConfig::new(
-        vars::get("pubsub_name").await?,
-        vars::get("topic_tasks").await?,
-        vars::get("topic_reminders").await?,
-        vars::get("topic_dead_letter").await?,
-    );
+    let config = settings::Subscriptions::load().await?.config();
     Ok(reply::json(StatusCode::OK, &subscriptions::body(&config)))
 }

@@ -2,14 +2,15 @@
 //! concurrent write got there first, render. A write's events are published before answering
 //! (`publish::before_response`).
 
-use crate::request::{header, json_body};
+use crate::request::json_body;
 use http::{HeaderValue, StatusCode, header as h};
 use spin_sdk::http::Request;
 use todo_adapters::auth::Verifier;
 use todo_adapters::db::Db;
+use todo_adapters::headers::header;
 use todo_adapters::publish;
 use todo_adapters::reply::{self, Reply};
-use todo_adapters::vars;
+use todo_adapters::settings;
 use todo_core::error::ApiError;
 use todo_core::events::Topics;
 use todo_core::tasks::idempotency::{self, IdempotencyKey};
@@ -47,15 +48,12 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     auth.authorize(header(req.headers(), "authorization"), user.as_str())
         .await?;
 
-    let db_url = vars::get("db_url").await?;
-    let topics = Topics::new(
-        vars::get("event_source").await?,
-        vars::get("topic_tasks").await?,
-        vars::get("topic_reminders").await?,
-        header(req.headers(), "traceparent").map(str::to_owned),
-    );
+    let database = settings::Database::load().await?;
+    let topics = settings::Events::load()
+        .await?
+        .topics(header(req.headers(), "traceparent").map(str::to_owned));
     let ctx = Ctx {
-        db: Db::open(&db_url).await?,
+        db: Db::open(&database.url).await?,
         topics,
         if_match: header(req.headers(), "if-match").map(str::to_owned),
         location: collection,

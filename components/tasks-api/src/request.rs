@@ -4,10 +4,9 @@ use bytes::Bytes;
 use http::{HeaderMap, header as h};
 use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
+use todo_adapters::headers::header;
 use todo_core::error::ApiError;
 use todo_core::tasks::input::MAX_BODY_BYTES;
-
-pub use todo_adapters::headers::header;
 
 /// The body, at most 64 KiB. Content types other than JSON get 415 when a body is present.
 /// An empty body is returned as empty; callers decide whether they need one.

@@ -16,7 +16,7 @@
 //! without one, the request gets 503 with `Retry-After`: the token may be fine, it just cannot be
 //! checked now.
 
-use crate::vars;
+use crate::settings;
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Limited};
@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use todo_core::auth::jwks::Jwks;
-use todo_core::auth::{AuthConfig, AuthVars, ConfigError, Refusal, check_subject};
+use todo_core::auth::{AuthConfig, ConfigError, Refusal, check_subject};
 use todo_core::error::ApiError;
 
 /// How long one JWKS fetch may take (connect, first byte, between bytes).
@@ -82,9 +82,7 @@ fn cache() -> MutexGuard<'static, BTreeMap<String, Entry>> {
     JWKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The token verifier of one request, built from the component's variables `auth_enabled`,
-/// `jwt_secret`, `jwt_audience`, `jwt_issuer`, `jwt_algorithms`, `jwt_jwks`, `jwt_jwks_url`,
-/// `jwt_jwks_origin` and `jwt_jwks_cache_seconds`.
+/// The token verifier of one request, built from [`settings::Auth`].
 #[derive(Debug)]
 pub struct Verifier {
     config: AuthConfig,
@@ -95,36 +93,9 @@ impl Verifier {
     /// Reads the auth variables. A refused configuration is an internal error whose reason is
     /// logged the first time this instance meets it and never sent to the client.
     pub async fn load() -> Result<Self, ApiError> {
-        let enabled = vars::get("auth_enabled").await?;
-        let secret = vars::get("jwt_secret").await?;
-        let audience = vars::get("jwt_audience").await?;
-        let issuer = vars::get("jwt_issuer").await?;
-        let algorithms = vars::get("jwt_algorithms").await?;
-        let jwks = vars::get("jwt_jwks").await?;
-        let jwks_url = vars::get("jwt_jwks_url").await?;
-        let jwks_origin = vars::get("jwt_jwks_origin").await?;
-        let cache_seconds = vars::get("jwt_jwks_cache_seconds").await?;
-        let config = AuthConfig::new(&AuthVars {
-            enabled: &enabled,
-            secret: &secret,
-            audience: &audience,
-            issuer: &issuer,
-            algorithms: &algorithms,
-            jwks: &jwks,
-            jwks_url: &jwks_url,
-            jwks_origin: &jwks_origin,
-        })
-        .map_err(refuse)?;
-        let ttl = cache_seconds
-            .trim()
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|_| {
-                refuse(ConfigError {
-                    variable: "jwt_jwks_cache_seconds",
-                    reason: format!("{cache_seconds:?} is not a number of seconds"),
-                })
-            })?;
+        let settings = settings::Auth::load().await?;
+        let config = AuthConfig::new(&settings.vars()).map_err(refuse)?;
+        let ttl = settings.cache_ttl().map_err(refuse)?;
         Ok(Self { config, ttl })
     }
 

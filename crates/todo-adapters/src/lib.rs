@@ -1,5 +1,5 @@
 //! Spin-side plumbing shared by the components: the PostgreSQL adapter, publishing to the Dapr
-//! sidecar, reading variables and request bodies, and rendering responses.
+//! sidecar, reading the settings and request bodies, and rendering responses.
 //!
 //! Domain rules stay in `todo-core`; this crate only moves bytes between Spin and the core.
 
@@ -10,5 +10,6 @@ pub mod headers;
 pub mod pool;
 pub mod publish;
 pub mod reply;
+pub mod settings;
 pub mod sidecar;
-pub mod vars;
+mod vars;

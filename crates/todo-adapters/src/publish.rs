@@ -8,8 +8,7 @@
 //! attempt.
 
 use crate::db::Db;
-use crate::sidecar;
-use crate::vars;
+use crate::settings::{PublishPath, Publishing};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use http::{Method, Request, header};
@@ -20,6 +19,7 @@ use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 use std::time::{Duration, Instant};
 use todo_core::error::ApiError;
 use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending, RoundEnd};
+use todo_core::sidecar::TOKEN_HEADER;
 use uuid::Uuid;
 
 /// Events a request publishes per round before it answers.
@@ -143,30 +143,27 @@ impl Publisher {
     /// A publisher for the request path: `publish_timeout_ms` per publish (short: a request
     /// leaves whatever the sidecar does not take quickly to the relay).
     pub async fn for_requests() -> Result<Self, ApiError> {
-        Self::load("publish_timeout_ms", INLINE_BUDGET).await
+        Self::load(PublishPath::Requests, INLINE_BUDGET).await
     }
 
     /// A publisher for the relay and the reminder sweep: `relay_publish_timeout_ms` per
     /// publish, and `budget` for the whole call.
     pub async fn for_relay(budget: Duration) -> Result<Self, ApiError> {
-        Self::load("relay_publish_timeout_ms", budget).await
+        Self::load(PublishPath::Relay, budget).await
     }
 
-    async fn load(timeout_variable: &str, budget: Duration) -> Result<Self, ApiError> {
-        let timeout = Duration::from_millis(vars::number(timeout_variable).await?);
-        if !outbox::timeout_fits_lease(timeout) {
-            return Err(ApiError::internal(format!(
-                "variable {timeout_variable} = {} ms, three times over, does not fit the {} s publishing lease",
-                timeout.as_millis(),
-                outbox::LEASE.as_secs()
-            )));
-        }
-        Ok(Self {
-            dapr_url: vars::get("dapr_url").await?,
-            api_token: vars::get("dapr_api_token").await?,
-            pubsub: vars::get("pubsub_name").await?,
+    async fn load(path: PublishPath, budget: Duration) -> Result<Self, ApiError> {
+        let Publishing {
+            sidecar,
             timeout,
-            max_attempts: vars::number("outbox_max_attempts").await?,
+            max_attempts,
+        } = Publishing::load(path).await?;
+        Ok(Self {
+            dapr_url: sidecar.dapr_url,
+            api_token: sidecar.api_token,
+            pubsub: sidecar.pubsub,
+            timeout,
+            max_attempts,
             budget,
         })
     }
@@ -313,7 +310,7 @@ impl Publisher {
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, body.len());
         if !self.api_token.is_empty() {
-            request = request.header(sidecar::TOKEN_HEADER, &self.api_token);
+            request = request.header(TOKEN_HEADER, &self.api_token);
         }
         let mut request = request
             .body(FullBody::new(Bytes::from(body)))

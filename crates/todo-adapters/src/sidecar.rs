@@ -1,15 +1,11 @@
 //! Admitting calls to the routes only the Dapr sidecar calls, by `todo_core::sidecar`'s rules.
 
 use crate::headers::header;
-use crate::vars;
+use crate::settings::SidecarAdmission;
 use spin_sdk::http::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use todo_core::error::ApiError;
-use todo_core::sidecar::{SidecarPolicy, SidecarVars};
-
-/// Header the sidecar carries its `APP_API_TOKEN` in (Dapr's "Authenticate requests from Dapr using
-/// token authentication").
-pub const TOKEN_HEADER: &str = "dapr-api-token";
+use todo_core::sidecar::{SidecarPolicy, TOKEN_HEADER};
 
 /// Whether this instance already said that its routes refuse every call.
 static SAID_CLOSED: AtomicBool = AtomicBool::new(false);
@@ -18,15 +14,9 @@ static SAID_CLOSED: AtomicBool = AtomicBool::new(false);
 /// deployment without a token refuses every call and says so once per instance; one with an
 /// unsafe token answers 500 and names the variable in the log.
 pub async fn admit(req: &Request) -> Result<(), ApiError> {
-    let token = vars::get("app_api_token").await?;
-    let open = vars::get("allow_open_sidecar_routes").await?;
-    let loopback_only = vars::get("sidecar_loopback_only").await?;
-    let policy = SidecarPolicy::new(&SidecarVars {
-        app_api_token: &token,
-        allow_open_sidecar_routes: &open,
-        sidecar_loopback_only: &loopback_only,
-    })
-    .map_err(|error| ApiError::internal(error.to_string()))?;
+    let settings = SidecarAdmission::load().await?;
+    let policy = SidecarPolicy::new(&settings.vars())
+        .map_err(|error| ApiError::internal(error.to_string()))?;
     if policy.refuses_everything() && !SAID_CLOSED.swap(true, Ordering::Relaxed) {
         eprintln!(
             "app_api_token is not set: the sidecar routes refuse every call; set it (and the \

@@ -19,6 +19,10 @@ use crate::auth::{ConfigError, check_app_token, unsafe_secret};
 use crate::error::ApiError;
 use std::net::{IpAddr, SocketAddr};
 
+/// Header the sidecar carries its `APP_API_TOKEN` in (Dapr's "Authenticate requests from Dapr
+/// using token authentication"), and the app its `DAPR_API_TOKEN` in on calls to the sidecar.
+pub const TOKEN_HEADER: &str = "dapr-api-token";
+
 /// The settings, as the component reads them from its variables.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SidecarVars<'a> {
