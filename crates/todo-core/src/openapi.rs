@@ -97,6 +97,22 @@ mod tests {
     }
 
     #[test]
+    fn request_bodies_list_the_fields_the_parser_reads() {
+        use crate::tasks::input::{READ_ONLY, WRITABLE};
+        let doc = document();
+        let mut expected: Vec<&str> = WRITABLE.iter().chain(READ_ONLY).copied().collect();
+        expected.sort_unstable();
+        for body in ["TaskCreate", "TaskReplace", "TaskPatch"] {
+            let properties = doc["components"]["schemas"][body]["properties"]
+                .as_object()
+                .expect("properties");
+            let mut names: Vec<&str> = properties.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, expected, "{body}");
+        }
+    }
+
+    #[test]
     fn the_task_schema_is_schemas_task_json() {
         let doc = document();
         let task = &doc["components"]["schemas"]["Task"];

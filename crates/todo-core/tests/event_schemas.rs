@@ -9,7 +9,7 @@ use todo_core::events::wire::{
     CancelReason, CancelledData, CompletedData, DeletedData, ReminderData, TaskJson, UpdatedData,
 };
 use todo_core::reminders::DueReminder;
-use todo_core::tasks::{Reminder, Task, TaskChanges, UserId, parse_create};
+use todo_core::tasks::{Reminder, Task, TaskChanges, UserId, parse_create, parse_patch};
 use uuid::Uuid;
 
 const BASE: &str = "https://todo-spin.dev/schemas/";
@@ -103,6 +103,35 @@ fn every_event_type_matches_its_schema() {
         assert_valid("task.updated", &rows[0].event);
         assert_valid("task.completed", &rows[1].event);
     }
+}
+
+/// `task.updated` publishes the names `Task::apply` reports; the schema's `changed_fields` enum
+/// must hold every one of them (`completed` goes out as `task.completed` instead).
+#[test]
+fn changed_fields_of_task_updated_are_the_fields_apply_reports() {
+    let before = task(
+        r#"{"title": "Before", "due_at": "2026-03-31T09:00:00Z", "remind_before_minutes": 30}"#,
+    );
+    let every_change = parse_patch(
+        br#"{"title": "After", "description": "now one", "priority": "high", "tags": ["t"],
+             "due_at": "2026-04-01T09:00:00Z", "remind_at": "2026-04-01T08:00:00Z",
+             "remind_before_minutes": null, "completed": true,
+             "recurrence": {"frequency": "weekly"}}"#,
+    )
+    .expect("valid patch");
+    let (_, changed) = before.apply(&every_change, Utc::now());
+    let mut reported: Vec<&str> = changed.into_iter().filter(|f| *f != "completed").collect();
+    reported.sort_unstable();
+    let schema = schema("task.updated");
+    let mut listed: Vec<&str> =
+        schema["properties"]["data"]["properties"]["changed_fields"]["items"]["enum"]
+            .as_array()
+            .expect("changed_fields enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+    listed.sort_unstable();
+    assert_eq!(reported, listed);
 }
 
 fn kinds(rows: &[todo_core::outbox::OutboxRow]) -> Vec<&str> {

@@ -21,6 +21,24 @@ use serde_json::{Map, Value};
 /// Largest accepted request body; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The fields a request body sets, each parsed below; the OpenAPI request schemas list the
+/// same (a test in `openapi` checks).
+pub const WRITABLE: &[&str] = &[
+    "title",
+    "description",
+    "completed",
+    "priority",
+    "tags",
+    "due_at",
+    "remind_before_minutes",
+    "remind_at",
+    "recurrence",
+];
+
+/// Older clients' names, still accepted: `due_date` for `due_at`, `is_recurring` and
+/// `recurring_interval` for `recurrence`. Not in the contract.
+const LEGACY: &[&str] = &["due_date", "is_recurring", "recurring_interval"];
+
 /// Fields the server owns. Clients that send back what they read may include them; they are
 /// ignored rather than rejected.
 pub const READ_ONLY: &[&str] = &[
@@ -133,21 +151,7 @@ fn parse(body: &[u8], mode: Mode) -> Result<TaskChanges, ApiError> {
     let whole = mode == Mode::Whole;
 
     for key in map.keys() {
-        let known = matches!(
-            key.as_str(),
-            "title"
-                | "description"
-                | "completed"
-                | "priority"
-                | "tags"
-                | "due_at"
-                | "due_date"
-                | "remind_before_minutes"
-                | "remind_at"
-                | "recurrence"
-                | "is_recurring"
-                | "recurring_interval"
-        );
+        let known = WRITABLE.contains(&key.as_str()) || LEGACY.contains(&key.as_str());
         if !known && !READ_ONLY.contains(&key.as_str()) {
             errors.push(FieldError::new(key.clone(), "is not a known task field"));
         }
