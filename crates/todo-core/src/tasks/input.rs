@@ -37,7 +37,7 @@ pub const WRITABLE: &[&str] = &[
 
 /// Older clients' names, still accepted: `due_date` for `due_at`, `is_recurring` and
 /// `recurring_interval` for `recurrence`. Not in the contract.
-const LEGACY: &[&str] = &["due_date", "is_recurring", "recurring_interval"];
+pub const LEGACY: &[&str] = &["due_date", "is_recurring", "recurring_interval"];
 
 /// Fields the server owns. Clients that send back what they read may include them; they are
 /// ignored rather than rejected.
