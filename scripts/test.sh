@@ -20,9 +20,10 @@ trap summary EXIT
 # schemathesis against openapi.json on runtime $2 (scripts/contract.sh), its summary line shown.
 contract() {
   local label=$1 runtime=$2 log
-  step "API contract on the $label (schemathesis)" "4 min first (venv), 3 min after" \
+  local name="API contract (schemathesis) on $label"
+  step "$name" "4 min first (venv), 3 min after" \
     bash scripts/contract.sh --runtime "$runtime" --max-time "${CONTRACT_MAX_TIME:-150}"
-  log="$LOG_DIR/$(slug "API contract on the $label (schemathesis)").log"
+  log="$LOG_DIR/$(slug "$name").log"
   grep '^schemathesis on ' "$log" | sed 's/^/    /' >&2 || true
 }
 
@@ -66,11 +67,11 @@ if [ "$tests_built" -eq 1 ] && [ "$built" -eq 1 ]; then
   fi
   step "reliability suite (load, faults, bad input)" "2 min" \
     run_test_binaries "$BINARIES" reliability
-  contract "test host" host
+  contract "the test host" host
   if spin=$(find_spin); then
     SPIN_BIN=$spin contract "real Spin" spin
   else
-    skip_step "API contract on real Spin" "no Spin 4.0 CLI"
+    skip_step "API contract (schemathesis) on real Spin" "no Spin 4.0 CLI"
   fi
 else
   skip_step "integration tests" "the components or the tests did not build"
