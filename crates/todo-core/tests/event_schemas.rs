@@ -319,3 +319,40 @@ fn every_wire_struct_has_the_fields_of_its_schema() {
         "task.created carries the task itself"
     );
 }
+
+/// The task schema's limits are the parser's constants, so a limit changed in one place fails
+/// here rather than letting the published schema and the API disagree.
+#[test]
+fn the_task_schema_states_the_parser_limits() {
+    use todo_core::recurrence::{MAX_COUNT, MAX_INTERVAL};
+    use todo_core::tasks::model::{DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX};
+    use todo_core::tasks::reminder::MAX_MINUTES_BEFORE;
+
+    let task = schema("task");
+    let limit = |pointer: &str| {
+        task.pointer(pointer)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("task.json has no number at {pointer}"))
+    };
+    let cases: [(&str, u64); 7] = [
+        ("/properties/title/maxLength", TITLE_MAX as u64),
+        ("/properties/description/maxLength", DESCRIPTION_MAX as u64),
+        ("/properties/tags/maxItems", TAGS_MAX as u64),
+        ("/properties/tags/items/maxLength", TAG_MAX as u64),
+        (
+            "/properties/remind_before_minutes/maximum",
+            u64::from(MAX_MINUTES_BEFORE),
+        ),
+        (
+            "/$defs/recurrence/properties/interval/maximum",
+            u64::from(MAX_INTERVAL),
+        ),
+        (
+            "/$defs/recurrence/properties/count/maximum",
+            u64::from(MAX_COUNT),
+        ),
+    ];
+    for (pointer, constant) in cases {
+        assert_eq!(limit(pointer), constant, "{pointer}");
+    }
+}
