@@ -106,7 +106,8 @@ fn every_event_type_matches_its_schema() {
 }
 
 /// `task.updated` publishes the names `Task::apply` reports; the schema's `changed_fields` enum
-/// must hold every one of them (`completed` goes out as `task.completed` instead).
+/// must hold every one of them (`completed` goes out as `task.completed` instead), and a patch
+/// of every writable field reports each.
 #[test]
 fn changed_fields_of_task_updated_are_the_fields_apply_reports() {
     let before = task(
@@ -120,6 +121,13 @@ fn changed_fields_of_task_updated_are_the_fields_apply_reports() {
     )
     .expect("valid patch");
     let (_, changed) = before.apply(&every_change, Utc::now());
+    // The patch sets every writable field to a new value, so each must be reported: a field
+    // the parser reads but `Task::apply` forgets would be silently ignored by PATCH and PUT.
+    let mut all: Vec<&str> = changed.clone();
+    all.sort_unstable();
+    let mut writable = todo_core::tasks::input::WRITABLE.to_vec();
+    writable.sort_unstable();
+    assert_eq!(all, writable, "fields a full patch changes");
     let mut reported: Vec<&str> = changed.into_iter().filter(|f| *f != "completed").collect();
     reported.sort_unstable();
     let schema = schema("task.updated");
