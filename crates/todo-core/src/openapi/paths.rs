@@ -2,7 +2,7 @@
 //! status it can return (README, "API"). The methods come from `tasks::routes`, which the
 //! component's router uses too.
 
-use super::schemas::date_time_input;
+use super::schemas::{any_case_word, date_time_input, trimmed};
 use crate::tasks::idempotency::MAX_KEY_BYTES;
 use crate::tasks::list::{DEFAULT_LIMIT, MAX_LIMIT, Q_MAX};
 use crate::tasks::model::{TAG_MAX, TAGS_MAX, USER_ID_MAX};
@@ -142,19 +142,18 @@ impl Operation<'_> {
 }
 
 fn list_parameters() -> Vec<Value> {
-    let comma_list = |item: &str, max: usize| {
-        format!(
-            "^(?:{item})?(?:,(?:{item})?){{0,{}}}$",
-            max.saturating_sub(1)
-        )
+    // Comma lists as `ListQuery::parse` splits them: every part trimmed, blank parts allowed.
+    let comma_list = |part: &str, max: Option<usize>| match max {
+        Some(max) => format!("^{part}(?:,{part}){{0,{}}}$", max.saturating_sub(1)),
+        None => format!("^{part}(?:,{part})*$"),
     };
-    let priority = comma_list("low|medium|high", 3);
-    let tag = format!("[^,\\u0000-\\u001f\\u007f-\\u009f]{{1,{TAG_MAX}}}");
+    let priority = comma_list(&any_case_word(&["low", "medium", "high"]), None);
+    let tag = trimmed(TAG_MAX, true, ",");
     let query = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
     vec![
         query(
             "q",
-            json!({"type": "string", "maxLength": Q_MAX, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}),
+            json!({"type": "string", "pattern": format!("^{}$", trimmed(Q_MAX, true, ""))}),
             "case-insensitive keyword in title or description",
         ),
         query(
@@ -169,7 +168,7 @@ fn list_parameters() -> Vec<Value> {
         ),
         query(
             "tags",
-            json!({"type": "string", "pattern": comma_list(&tag, TAGS_MAX)}),
+            json!({"type": "string", "pattern": comma_list(&tag, Some(TAGS_MAX))}),
             "comma-separated tags, any of, case-insensitive",
         ),
         query(

@@ -18,18 +18,41 @@ const WHITE_SPACE: &str =
 /// Rust's `char::is_control` (Unicode Cc).
 const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 
-/// Text that, trimmed, has 1 to `max` characters and no control character; surrounding white
-/// space is allowed (and trimmed away).
-fn trimmed_text(max: usize, blank_allowed: bool) -> String {
+/// Text that, trimmed, has 1 to `max` characters (or none, with `blank_allowed`) and no control
+/// character nor any of `excluded`; surrounding white space is allowed (and trimmed away).
+/// Unanchored, for use inside a larger pattern.
+pub fn trimmed(max: usize, blank_allowed: bool, excluded: &str) -> String {
     let inner = max.saturating_sub(2);
-    let core =
-        format!("[^{WHITE_SPACE}{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^{WHITE_SPACE}{CONTROL}])?");
+    let edge = format!("[^{WHITE_SPACE}{CONTROL}{excluded}]");
+    let core = format!("{edge}(?:[^{CONTROL}{excluded}]{{0,{inner}}}{edge})?");
     let core = if blank_allowed {
         format!("(?:{core})?")
     } else {
         core
     };
-    format!("^[{WHITE_SPACE}]*{core}[{WHITE_SPACE}]*$")
+    format!("[{WHITE_SPACE}]*{core}[{WHITE_SPACE}]*")
+}
+
+/// [`trimmed`] as a whole value.
+fn trimmed_text(max: usize, blank_allowed: bool) -> String {
+    format!("^{}$", trimmed(max, blank_allowed, ""))
+}
+
+/// One of `words` in any ASCII case, surrounded by any white space, or nothing: a part of a
+/// comma list that `Priority::parse` reads (blank parts are skipped).
+pub fn any_case_word(words: &[&str]) -> String {
+    let spelled: Vec<String> = words
+        .iter()
+        .map(|word| {
+            word.chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase()))
+                .collect()
+        })
+        .collect();
+    format!(
+        "[{WHITE_SPACE}]*(?:(?:{})[{WHITE_SPACE}]*)?",
+        spelled.join("|")
+    )
 }
 
 /// An RFC 3339 date-time with an offset, as `tasks::time::parse_utc` accepts it, limited to
