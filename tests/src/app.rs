@@ -21,6 +21,7 @@ use crate::manifest::Manifest;
 use crate::outbound::OutboundClient;
 use crate::postgres::{PgContext, Pools};
 use crate::router::{RouteDisplay, Router};
+use crate::runtime_config::RuntimeConfig;
 use crate::variables::Providers;
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
@@ -197,7 +198,8 @@ impl App {
                 .map(|(c, r)| (c.as_str(), r.as_str())),
         )?;
         let pools = Arc::new(Pools::default());
-        let outbound = OutboundClient::new();
+        let runtime_config = RuntimeConfig::beside(manifest_path)?;
+        let outbound = OutboundClient::new(runtime_config.connection_pooling);
         let linker = host::linker()?;
         let mut handlers = HashMap::new();
         let mut descriptions = HashMap::new();

@@ -16,6 +16,7 @@ pub mod native_sql;
 mod outbound;
 mod postgres;
 pub mod router;
+pub mod runtime_config;
 pub mod testing;
 pub mod variables;
 

@@ -40,15 +40,21 @@ pub struct OutboundClient {
 
 impl Default for OutboundClient {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 
 impl OutboundClient {
-    /// A client with hyper-util's default pool (idle connections kept 90 s), as Spin builds it.
-    pub fn new() -> Self {
+    /// A client with hyper-util's default pool (idle connections kept 90 s), as Spin builds it,
+    /// or, with `pooling` off (`[outbound_http] connection_pooling = false`), one that opens a
+    /// connection per request and closes it after the response.
+    pub fn new(pooling: bool) -> Self {
+        let mut builder = Client::builder(TokioExecutor::new());
+        if !pooling {
+            builder.pool_max_idle_per_host(0);
+        }
         Self {
-            client: Client::builder(TokioExecutor::new()).build(Connector),
+            client: builder.build(Connector),
         }
     }
 

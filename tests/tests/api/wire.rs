@@ -36,6 +36,9 @@ const LIMIT: Duration = Duration::from_millis(5);
 const WRITE_LIMIT: Duration = Duration::from_millis(15);
 /// A round trip this long is counted as a stall.
 const STALL: Duration = Duration::from_millis(30);
+/// Stalls a series may have: a busy machine (the suite runs tests side by side on two cores)
+/// can pause one request that long without any delayed ACK.
+const MAX_STALLS: usize = 2;
 
 /// One keep-alive HTTP/1.1 connection, Nagle on (tokio leaves `TCP_NODELAY` off).
 struct Connection {
@@ -222,22 +225,37 @@ async fn reads_on_a_keep_alive_connection_do_not_wait_for_delayed_acks() {
     );
 }
 
+/// Publishing waits for no delayed ACK: `runtime-config.toml` gives each outbound request a
+/// connection of its own (`[outbound_http] connection_pooling = false`). The creates ask for
+/// `Prefer: return=minimal`, whose bodiless answer cannot stall on the way in, so what is
+/// timed is the write and its publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the app avoids the delayed-ACK stall: a publish on the kept-alive \
-            sidecar connection sends its head and body apart (~40 ms each on Spin 4.0.2 and \
-            on this host)"]
-async fn publishing_after_a_response_does_not_wait_for_delayed_acks() {
+async fn publishing_does_not_wait_for_delayed_acks() {
     let app = spawn_app().await;
     let addr = serve(&app).await;
     let auth = format!("Bearer {}", app.token());
     let mut connection = Connection::open(addr).await;
 
-    // Each create publishes one event after its response; the lag is how long after the
-    // response the sidecar has it. Only the first publish opens a sidecar connection.
+    // Each create publishes its event before it answers; the lag is how long after the answer
+    // the sidecar has it (the request waits for the publish, so about nothing).
     let mut lags = Vec::with_capacity(REQUESTS);
     let mut creates = Vec::with_capacity(REQUESTS);
+    let body = Bytes::from(serde_json::to_vec(&json!({ "title": "wire check" })).expect("json"));
     for n in 1..=REQUESTS {
-        let (_, elapsed) = create_task(&mut connection, &app.user, &auth).await;
+        let (status, answer, elapsed) = connection
+            .call(
+                Method::POST,
+                &format!("/api/{}/tasks", app.user),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                    ("prefer", "return=minimal"),
+                ],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(answer.is_empty(), "return=minimal answers without a body");
         let answered = Instant::now();
         app.dapr
             .wait_for(n, Duration::from_secs(5))
@@ -251,12 +269,16 @@ async fn publishing_after_a_response_does_not_wait_for_delayed_acks() {
     let report = format!(
         "{}\n{}",
         creates.describe("POST /api/{user}/tasks"),
-        lags.describe("publish after the response")
+        lags.describe("the event at the sidecar after the answer")
     );
     eprintln!("{report}");
     assert_eq!(app.dapr.messages().len(), REQUESTS, "one event per create");
+    // A kept-alive sidecar connection shows several stalls in a hundred here and about one
+    // in ten on Spin.
     assert!(
-        [&creates, &lags].iter().all(|s| s.p90 < WRITE_LIMIT),
+        [&creates, &lags]
+            .iter()
+            .all(|s| s.p90 < WRITE_LIMIT && s.stalls <= MAX_STALLS),
         "writes and their publishes should take well under {WRITE_LIMIT:?}:\n{report}"
     );
 }
