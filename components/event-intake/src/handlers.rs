@@ -6,12 +6,13 @@ use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::Request;
 use todo_adapters::db::Db;
 use todo_adapters::headers;
-use todo_adapters::publish;
+use todo_adapters::publish::{self, Written};
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::settings;
 use todo_adapters::sidecar;
 use todo_core::error::ApiError;
 use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Recorded, Topic, Work};
+use todo_core::outbox::Claimed;
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
 use todo_core::tasks::{store, time};
 use uuid::Uuid;
@@ -118,15 +119,23 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         // The new occurrence's events are a create's: its reminder, carried over from the
         // completed task, is scheduled in the same statement that creates it.
         let rows = topics.created(&next, now);
-        let statement = intake::record_next_occurrence(&delivery.key, &stored, &next, &rows);
+        let claim = publish::claim_for_write(&next.user_id);
+        let statement =
+            intake::record_next_occurrence(&delivery.key, &stored, &next, &rows, claim.as_ref());
         let written = db.rows(statement).await?;
-        let recorded = written
-            .first()
-            .map_or(Err("no row".to_owned()), |row| Recorded::decode(row))
-            .map_err(ApiError::internal)?;
+        let row = written.first().map(Vec::as_slice).unwrap_or_default();
+        let recorded = Recorded::decode(row).map_err(ApiError::internal)?;
+        let claimed = Claimed::decode(row, Recorded::COLUMNS).map_err(ApiError::internal)?;
+        let written = claim.zip(claimed).map(|(claim, claimed)| Written {
+            claim,
+            claimed,
+            events: rows,
+        });
         match recorded {
             Recorded::SourceChanged => continue,
-            Recorded::Created => publish::before_response(db, next.user_id.clone()).await,
+            Recorded::Created => {
+                publish::before_response(db, next.user_id.clone(), written).await;
+            }
             Recorded::OccurrenceExists => println!(
                 "occurrence {} of series {} exists already; event {} changed nothing",
                 next.occurrence, next.series_id, delivery.key.id

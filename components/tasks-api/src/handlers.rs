@@ -8,11 +8,13 @@ use spin_sdk::http::Request;
 use todo_adapters::auth::Verifier;
 use todo_adapters::db::Db;
 use todo_adapters::headers::header;
-use todo_adapters::publish;
+use todo_adapters::publish::{self, Written};
 use todo_adapters::reply::{self, Reply};
 use todo_adapters::settings;
 use todo_core::error::ApiError;
 use todo_core::events::Topics;
+use todo_core::outbox::{OutboxRow, WriteClaim};
+use todo_core::sql::Statement;
 use todo_core::tasks::idempotency::{self, IdempotencyKey};
 use todo_core::tasks::routes::{self, Action};
 use todo_core::tasks::write::{self, Change, Update, WRITE_ATTEMPTS, Write};
@@ -62,8 +64,8 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
     let query = req.uri().query().unwrap_or("").to_owned();
 
     let (reply, wrote) = match action {
-        Action::List => (list_tasks(&ctx, &query).await?, false),
-        Action::Get(id) => (get_task(&ctx, id).await?, false),
+        Action::List => (list_tasks(&ctx, &query).await?, None),
+        Action::Get(id) => (get_task(&ctx, id).await?, None),
         Action::Create => {
             let key = header(req.headers(), idempotency::HEADER)
                 .map(IdempotencyKey::parse)
@@ -82,12 +84,35 @@ pub async fn handle(req: Request) -> Result<Reply, ApiError> {
             let set = tasks::parse_complete(&json_body(req).await?)?;
             update_task(&ctx, id, Change::Complete(set)).await?
         }
-        Action::Delete(id) => (delete_task(&ctx, id).await?, true),
+        Action::Delete(id) => delete_task(&ctx, id).await?,
     };
-    if wrote {
-        publish::before_response(ctx.db, ctx.user.as_str().to_owned()).await;
+    if let Some(Wrote(written)) = wrote {
+        publish::before_response(ctx.db, ctx.user.as_str().to_owned(), written).await;
     }
     Ok(reply)
+}
+
+/// A write that took effect, with what its statement claimed for publishing its events.
+struct Wrote(Option<Written>);
+
+/// Runs a write built with `claim` (`publish::claim_for_write`) that stores `events`; `None`
+/// when it touched nothing (the task changed since it was read, or the key was taken).
+async fn run_write(
+    ctx: &Ctx,
+    statement: Statement,
+    claim: Option<WriteClaim>,
+    events: &[OutboxRow],
+) -> Result<Option<Wrote>, ApiError> {
+    let (count, claimed) = ctx.db.write(statement).await?;
+    if count != 1 {
+        return Ok(None);
+    }
+    let written = claim.zip(claimed).map(|(claim, claimed)| Written {
+        claim,
+        claimed,
+        events: events.to_vec(),
+    });
+    Ok(Some(Wrote(written)))
 }
 
 async fn list_tasks(ctx: &Ctx, query: &str) -> Result<Reply, ApiError> {
@@ -111,37 +136,45 @@ async fn get_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
 
 /// Inserts a task. Under an `Idempotency-Key` the insert claims the key in the same statement,
 /// and a key already used answers with the first answer (`tasks::idempotency`). Returns the
-/// reply and whether anything was written.
+/// reply and what was written.
 async fn create_task(
     ctx: &Ctx,
     body: &[u8],
     key: Option<IdempotencyKey>,
-) -> Result<(Reply, bool), ApiError> {
+) -> Result<(Reply, Option<Wrote>), ApiError> {
     let changes = tasks::parse_create(body)?;
     let new = write::create(Uuid::now_v7(), &ctx.user, changes, time::now(), &ctx.topics);
     let task = &new.task;
     let answer = serde_json::to_string(task)
         .map_err(|e| ApiError::internal(format!("serializing a task: {e}")))?;
     let etag = task.etag();
+    let claim = publish::claim_for_write(ctx.user.as_str());
     let Some(key) = key else {
-        ctx.db.count(new.statement()).await?;
+        let statement = new.statement(claim.as_ref());
+        let wrote = run_write(ctx, statement, claim, &new.events).await?;
+        if wrote.is_none() {
+            return Err(ApiError::internal(
+                "the insert of a new task inserted nothing",
+            ));
+        }
         return Ok((
             created(ctx, StatusCode::CREATED, task.id, &etag, answer),
-            true,
+            wrote,
         ));
     };
     let fingerprint = idempotency::fingerprint(body)?;
-    let claim = idempotency::Answer {
+    let answer_once = idempotency::Answer {
         key: &key,
         fingerprint: &fingerprint,
         status: StatusCode::CREATED.as_u16(),
         etag: &etag,
         body: &answer,
     };
-    if ctx.db.count(new.statement_once(&claim)).await? == 1 {
+    let statement = new.statement_once(&answer_once, claim.as_ref());
+    if let Some(wrote) = run_write(ctx, statement, claim, &new.events).await? {
         return Ok((
             created(ctx, StatusCode::CREATED, task.id, &etag, answer),
-            true,
+            Some(wrote),
         ));
     }
     let stored = ctx
@@ -154,7 +187,7 @@ async fn create_task(
     response
         .headers_mut()
         .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
-    Ok((response, false))
+    Ok((response, None))
 }
 
 /// The answer to a create: the task's JSON, its ETag and its Location.
@@ -170,22 +203,38 @@ fn created(ctx: &Ctx, status: StatusCode, id: Uuid, etag: &str, body: String) ->
 }
 
 /// Load, apply, write-if-unchanged; retried when a concurrent write (or a reminder firing) got
-/// there first. Returns the reply and whether anything was written.
-async fn update_task(ctx: &Ctx, id: Uuid, change: Change) -> Result<(Reply, bool), ApiError> {
+/// there first. Returns the reply and what was written.
+async fn update_task(
+    ctx: &Ctx,
+    id: Uuid,
+    change: Change,
+) -> Result<(Reply, Option<Wrote>), ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = load(ctx, id).await?;
         let if_match = ctx.if_match.as_deref();
-        match write::update(&current, if_match, &change, time::now(), &ctx.topics)? {
+        let claim = publish::claim_for_write(ctx.user.as_str());
+        let now = time::now();
+        match write::update(
+            &current,
+            if_match,
+            &change,
+            now,
+            &ctx.topics,
+            claim.as_ref(),
+        )? {
             Update::Unchanged => {
                 let reply = with_etag(reply::json(StatusCode::OK, &current), &current);
-                return Ok((reply, false));
+                return Ok((reply, None));
             }
             Update::Write(write) => {
                 let Write {
-                    task, statement, ..
+                    task,
+                    events,
+                    statement,
                 } = *write;
-                if ctx.db.count(statement).await? == 1 {
-                    return Ok((with_etag(reply::json(StatusCode::OK, &task), &task), true));
+                if let Some(wrote) = run_write(ctx, statement, claim, &events).await? {
+                    let reply = with_etag(reply::json(StatusCode::OK, &task), &task);
+                    return Ok((reply, Some(wrote)));
                 }
             }
         }
@@ -193,12 +242,14 @@ async fn update_task(ctx: &Ctx, id: Uuid, change: Change) -> Result<(Reply, bool
     Err(write::conflict())
 }
 
-async fn delete_task(ctx: &Ctx, id: Uuid) -> Result<Reply, ApiError> {
+async fn delete_task(ctx: &Ctx, id: Uuid) -> Result<(Reply, Option<Wrote>), ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = load(ctx, id).await?;
-        let delete = write::delete(&current, ctx.if_match.as_deref(), time::now(), &ctx.topics)?;
-        if ctx.db.count(delete.statement).await? == 1 {
-            return Ok(reply::empty(StatusCode::NO_CONTENT));
+        let claim = publish::claim_for_write(ctx.user.as_str());
+        let if_match = ctx.if_match.as_deref();
+        let delete = write::delete(&current, if_match, time::now(), &ctx.topics, claim.as_ref())?;
+        if let Some(wrote) = run_write(ctx, delete.statement, claim, &delete.events).await? {
+            return Ok((reply::empty(StatusCode::NO_CONTENT), Some(wrote)));
         }
     }
     Err(write::conflict())

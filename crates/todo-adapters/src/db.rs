@@ -19,7 +19,7 @@ use chrono::{Datelike, NaiveDate, Timelike};
 use spin_sdk::pg::{self, Connection, DbValue, ParameterValue, PgError, QueryError};
 use std::cell::Cell;
 use todo_core::error::ApiError;
-use todo_core::outbox::{self, Pending};
+use todo_core::outbox::{self, Claimed, Pending};
 use todo_core::reminders::DueReminder;
 use todo_core::sql::{SqlValue, Statement};
 use todo_core::tasks::{Task, store};
@@ -129,6 +129,21 @@ impl Db {
         let rows = self.rows(statement).await?;
         match rows.first().and_then(|row| row.first()) {
             Some(SqlValue::Int64(n)) => Ok(*n),
+            other => Err(ApiError::internal(format!(
+                "expected a count, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs a single-count write (`tasks::store::select_count`): its count, and what its claim
+    /// of the publishing lease found, if it was built with one.
+    pub async fn write(&self, statement: Statement) -> Result<(i64, Option<Claimed>), ApiError> {
+        let rows = self.rows(statement).await?;
+        match rows.first().map(Vec::as_slice) {
+            Some([SqlValue::Int64(n), claim @ ..]) => {
+                let claimed = Claimed::decode(claim, 0).map_err(ApiError::internal)?;
+                Ok((*n, claimed))
+            }
             other => Err(ApiError::internal(format!(
                 "expected a count, got {other:?}"
             ))),

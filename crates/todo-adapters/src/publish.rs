@@ -18,7 +18,9 @@ use spin_sdk::wasip3::http::types::RequestOptions;
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 use std::time::{Duration, Instant};
 use todo_core::error::ApiError;
-use todo_core::outbox::{self, CLOUDEVENTS_JSON, Pending, RoundEnd};
+use todo_core::outbox::{
+    self, CLOUDEVENTS_JSON, Claimed, OutboxRow, Pending, RoundEnd, WriteClaim,
+};
 use todo_core::sidecar::TOKEN_HEADER;
 use uuid::Uuid;
 
@@ -82,13 +84,40 @@ pub struct Flush {
 /// takes a few milliseconds; a hung one costs one request its `publish_timeout_ms`, after which
 /// the instance leaves publishing to the relay for [`UNREACHABLE_PAUSE`]. A failure never
 /// reaches the client: the events stay in the outbox for the relay.
-pub async fn before_response(db: Db, user_id: String) {
+///
+/// `written` is what the write's own statement claimed, if it was built with
+/// [`claim_for_write`]: with the lease in hand and nothing older pending, the write's events go
+/// out without a claim statement; with older events the round reads the queue under the lease
+/// it holds; a busy lease was flagged by the write, and its holder publishes.
+pub async fn before_response(db: Db, user_id: String, written: Option<Written>) {
     if paused() {
+        // A claim is only taken while publishing runs, but the pause may have begun since.
+        if let Some(written) = written {
+            release(&db, &user_id, &written).await;
+        }
         return;
     }
     let flushed = async {
-        let publisher = Publisher::for_requests().await?;
-        publisher.flush_user(&db, &user_id, INLINE_BATCH).await
+        let publisher = match Publisher::for_requests().await {
+            Ok(publisher) => publisher,
+            Err(error) => {
+                if let Some(written) = &written {
+                    release(&db, &user_id, written).await;
+                }
+                return Err(error);
+            }
+        };
+        let start = match written {
+            None => Start::Claim,
+            Some(written) if !written.claimed.ours => return Ok(Flush::busy()),
+            Some(written) => match written.claimed.own_events(&written.events) {
+                Some(pending) => Start::Own(written.claim.holder, pending),
+                None => Start::Holding(written.claim.holder),
+            },
+        };
+        publisher
+            .flush_user_from(&db, &user_id, INLINE_BATCH, start)
+            .await
     };
     match flushed.await {
         Ok(Flush {
@@ -106,6 +135,40 @@ pub async fn before_response(db: Db, user_id: String) {
     }
 }
 
+/// A write's claim of its user's lease for the request to publish with: `None` while this
+/// instance leaves publishing to the relay, so that no lease is held that nobody uses.
+pub fn claim_for_write(user_id: &str) -> Option<WriteClaim> {
+    (!paused()).then(|| WriteClaim::new(user_id))
+}
+
+/// What a write's statement claimed, with the events it stored.
+#[derive(Debug)]
+pub struct Written {
+    pub claim: WriteClaim,
+    pub claimed: Claimed,
+    pub events: Vec<OutboxRow>,
+}
+
+/// Gives back a lease a write claimed but nobody will publish under; best effort: it expires
+/// anyway.
+async fn release(db: &Db, user_id: &str, written: &Written) {
+    if written.claimed.ours {
+        let _ = db
+            .flag(outbox::finish_round(user_id, written.claim.holder, &[]))
+            .await;
+    }
+}
+
+/// How a flush begins.
+enum Start {
+    /// Claim the lease under a new holder.
+    Claim,
+    /// The lease is held under this holder already (a write claimed it): read the queue.
+    Holding(Uuid),
+    /// The lease is held and these events, the head of the queue, are the first round's.
+    Own(Uuid, Vec<Pending>),
+}
+
 /// Until when this instance leaves publishing to the relay.
 static PAUSED_UNTIL: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 
@@ -119,6 +182,16 @@ fn paused() -> bool {
 fn pause() {
     if let Ok(mut until) = PAUSED_UNTIL.lock() {
         *until = Some(Instant::now() + UNREACHABLE_PAUSE);
+    }
+}
+
+impl Flush {
+    /// Another publisher holds the lease and will deliver.
+    fn busy() -> Self {
+        Self {
+            busy: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -172,17 +245,37 @@ impl Publisher {
     /// round after round while more may be due (`outbox::another_round`) and the budget lasts.
     /// A publisher that finds the lease busy returns at once (`busy`): the holder goes round
     /// again for it. A round is two statements (claim-and-read, then mark-and-release) plus one
-    /// for each failure.
+    /// for each failure; a write's first round can skip the first (see [`before_response`]).
     pub async fn flush_user(&self, db: &Db, user_id: &str, batch: i64) -> Result<Flush, ApiError> {
+        self.flush_user_from(db, user_id, batch, Start::Claim).await
+    }
+
+    async fn flush_user_from(
+        &self,
+        db: &Db,
+        user_id: &str,
+        batch: i64,
+        mut start: Start,
+    ) -> Result<Flush, ApiError> {
         let started = Instant::now();
         let mut flush = Flush::default();
         let lease_seconds = outbox::lease_seconds();
         loop {
-            let holder = Uuid::now_v7();
-            let claim = outbox::claim_pending(user_id, holder, lease_seconds, batch);
-            let Some(pending) = db.claim_pending(claim).await? else {
-                flush.busy = outbox::left_to_other_holder(flush.delivered, flush.parked);
-                return Ok(flush);
+            let (holder, own) = match std::mem::replace(&mut start, Start::Claim) {
+                Start::Claim => (Uuid::now_v7(), None),
+                Start::Holding(holder) => (holder, None),
+                Start::Own(holder, pending) => (holder, Some(pending)),
+            };
+            let pending = match own {
+                Some(pending) => pending,
+                None => {
+                    let claim = outbox::claim_pending(user_id, holder, lease_seconds, batch);
+                    let Some(pending) = db.claim_pending(claim).await? else {
+                        flush.busy = outbox::left_to_other_holder(flush.delivered, flush.parked);
+                        return Ok(flush);
+                    };
+                    pending
+                }
             };
             let mut round = self.publish_run(db, user_id, &pending).await?;
             round.end.full = outbox::read_full_batch(pending.len(), batch);

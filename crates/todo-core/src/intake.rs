@@ -40,7 +40,7 @@ use crate::events::{
     REMINDER_CANCELLED, REMINDER_SCHEDULED, REMINDER_TRIGGERED, TASK_COMPLETED, TASK_CREATED,
     TASK_DELETED, TASK_UPDATED,
 };
-use crate::outbox::{OutboxRow, push_outbox};
+use crate::outbox::{OutboxRow, WriteClaim, push_outbox};
 use crate::series;
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::store;
@@ -373,6 +373,7 @@ pub fn record_next_occurrence(
     source: &Task,
     next: &Task,
     events: &[OutboxRow],
+    claim: Option<&WriteClaim>,
 ) -> Statement {
     let mut sql = Builder::new("with source as (select 1 from tasks where id = ");
     let task = sql.typed(SqlValue::Uuid(source.id), "uuid");
@@ -389,11 +390,11 @@ pub fn record_next_occurrence(
          on conflict (source, event_id) do nothing returning 1), "
     ));
     store::push_insert(&mut sql, next, Some("processed"));
-    push_outbox(&mut sql, events);
-    sql.push(
+    let claimed = push_outbox(&mut sql, events, claim);
+    sql.push(&format!(
         " select (select count(*) from source), (select count(*) from processed), \
-         (select count(*) from written)",
-    );
+         (select count(*) from written){claimed}"
+    ));
     sql.build()
 }
 
@@ -411,20 +412,25 @@ pub enum Recorded {
 }
 
 impl Recorded {
+    /// The columns it is decoded from, before those of a claim (`outbox::Claimed`).
+    pub const COLUMNS: usize = 3;
+
     /// Decodes `(source unchanged, markers inserted, tasks inserted)`.
     pub fn decode(row: &[SqlValue]) -> Result<Self, String> {
-        match row {
-            [
-                SqlValue::Int64(source),
-                SqlValue::Int64(processed),
-                SqlValue::Int64(created),
-            ] => Ok(match (source, processed, created) {
+        match row.get(..Self::COLUMNS) {
+            Some(
+                [
+                    SqlValue::Int64(source),
+                    SqlValue::Int64(processed),
+                    SqlValue::Int64(created),
+                ],
+            ) => Ok(match (source, processed, created) {
                 (0, _, _) => Recorded::SourceChanged,
                 (_, _, 1) => Recorded::Created,
                 (_, 1, _) => Recorded::OccurrenceExists,
                 _ => Recorded::HandledBefore,
             }),
-            other => Err(format!("recording a next occurrence returned {other:?}")),
+            _ => Err(format!("recording a next occurrence returned {row:?}")),
         }
     }
 }
@@ -901,7 +907,7 @@ mod tests {
             panic!("no next occurrence");
         };
         let events = [context().created(&next, now())];
-        let statement = record_next_occurrence(&delivery.key, &done, &next, &events);
+        let statement = record_next_occurrence(&delivery.key, &done, &next, &events, None);
         let sql = &statement.sql;
         assert!(
             sql.starts_with("with source as (select 1 from tasks where id = $1::uuid and user_id = $2::text and version = $3::int8 and completed)"),

@@ -116,7 +116,8 @@ pub fn claim(due: &DueReminder, event: &OutboxRow) -> Statement {
          and reminder_fired_at is null and not completed returning id)",
         typed(&remind_at, "timestamptz")
     ));
-    push_outbox(&mut sql, std::slice::from_ref(event));
+    // The sweep publishes with the relay's rounds (`flush_users`), not from the write.
+    push_outbox(&mut sql, std::slice::from_ref(event), None);
     sql.push(" select count(*) from written");
     sql.build()
 }

@@ -187,9 +187,9 @@ proptest! {
                     let (next, changed) = task.apply(&changes, now);
                     let rows = [events().created(&task, now)];
                     let title = task.title.clone();
-                    assert_bound(&store::insert(&task, &rows), &[&title]);
+                    assert_bound(&store::insert(&task, &rows, None), &[&title]);
                     let updates = events().for_change(&next, &changed, now);
-                    assert_bound(&store::update(&next, task.version, &updates), &[&title]);
+                    assert_bound(&store::update(&next, task.version, &updates, None), &[&title]);
                 }
                 Err(e) => prop_assert!(CLIENT_ERRORS.contains(&e.status()), "{e:?}"),
             }
@@ -207,7 +207,7 @@ proptest! {
         if let Ok(changes) = tasks::parse_create(body.to_string().as_bytes()) {
             let task = Task::create(Uuid::now_v7(), &user(), changes, Utc::now());
             prop_assert_eq!(&task.title, trimmed);
-            let statement = store::insert(&task, &[]);
+            let statement = store::insert(&task, &[], None);
             prop_assert!(statement.params.contains(&SqlValue::Text(trimmed.to_owned())));
             assert_bound(&statement, &[trimmed]);
         }

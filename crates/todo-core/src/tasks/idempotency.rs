@@ -16,7 +16,7 @@
 //!   the same key once fixed.
 
 use crate::error::ApiError;
-use crate::outbox::{OutboxRow, push_outbox};
+use crate::outbox::{OutboxRow, WriteClaim, push_outbox};
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::Task;
 use crate::tasks::store;
@@ -151,8 +151,13 @@ pub struct Answer<'a> {
 
 /// Inserts the task and its events only if this request claims `answer.key` for the task's
 /// user: the key is new or its previous use expired. Returns one row: the number of tasks
-/// inserted (1, or 0 when the key was taken).
-pub fn insert_once(task: &Task, events: &[OutboxRow], answer: &Answer<'_>) -> Statement {
+/// inserted (1, or 0 when the key was taken), then the claim's columns as for `store::insert`.
+pub fn insert_once(
+    task: &Task,
+    events: &[OutboxRow],
+    answer: &Answer<'_>,
+    claim: Option<&WriteClaim>,
+) -> Statement {
     let mut sql = Builder::new(
         "with claimed as (insert into idempotency_keys \
          (user_id, key, fingerprint, status, task_id, etag, body) values (",
@@ -178,9 +183,8 @@ pub fn insert_once(task: &Task, events: &[OutboxRow], answer: &Answer<'_>) -> St
         expiry()
     ));
     store::push_insert(&mut sql, task, Some("claimed"));
-    push_outbox(&mut sql, events);
-    sql.push(" select count(*) from written");
-    sql.build()
+    let claimed = push_outbox(&mut sql, events, claim);
+    store::select_count(sql, &claimed)
 }
 
 /// The live answer stored under `key` for `user_id`, as one JSON object ([`StoredAnswer`]);
@@ -338,7 +342,7 @@ mod tests {
             etag: "\"1\"",
             body: "{}",
         };
-        let statement = insert_once(&task, &[event], &answer);
+        let statement = insert_once(&task, &[event], &answer, None);
         let sql = &statement.sql;
         assert!(
             sql.starts_with("with claimed as (insert into idempotency_keys"),

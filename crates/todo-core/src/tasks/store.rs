@@ -6,7 +6,7 @@
 //! Updates and deletes are conditional on the version that was read, so a concurrent writer
 //! makes the statement touch nothing instead of silently overwriting.
 
-use crate::outbox::{OutboxRow, push_outbox};
+use crate::outbox::{OutboxRow, WriteClaim, push_outbox};
 use crate::recurrence::{Recurrence, RecurrenceInput};
 use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list};
 use crate::tasks::model::{Priority, Task, tag_keys};
@@ -197,12 +197,19 @@ fn recurrence_value(task: &Task) -> SqlValue {
     }
 }
 
-/// Inserts a task with its events. Returns one row: the number of tasks inserted (1).
-pub fn insert(task: &Task, events: &[OutboxRow]) -> Statement {
+/// Inserts a task with its events. Returns one row: the number of tasks inserted (1), then
+/// with a `claim` the claim's columns (`outbox::Claimed::decode`).
+pub fn insert(task: &Task, events: &[OutboxRow], claim: Option<&WriteClaim>) -> Statement {
     let mut sql = Builder::new("with ");
     push_insert(&mut sql, task, None);
-    push_outbox(&mut sql, events);
-    sql.push(" select count(*) from written");
+    let claimed = push_outbox(&mut sql, events, claim);
+    select_count(sql, &claimed)
+}
+
+/// The final select of a single-count write: `count(*)` of `written`, then `claimed`, the
+/// claim's columns (`outbox::push_outbox`).
+pub fn select_count(mut sql: Builder, claimed: &str) -> Statement {
+    sql.push(&format!(" select count(*){claimed} from written"));
     sql.build()
 }
 
@@ -242,14 +249,20 @@ fn occurrence_value(n: u32) -> i32 {
 }
 
 /// Replaces a task's fields if it still has version `expected_version`. Returns one row: the
-/// number of tasks updated (0 when it changed or vanished in between).
+/// number of tasks updated (0 when it changed or vanished in between), then the claim's
+/// columns as for [`insert`].
 ///
 /// `reminder_fired_at` is written as computed in Rust (`Task::apply` clears it when the fire
 /// time moved, and keeps it otherwise). That is safe only because the write is conditional on
 /// the version read and the sweep's claim bumps the version (`crate::reminders::claim`): a
 /// reminder firing between this request's read and write makes the write touch nothing and the
 /// request retry, instead of clearing the mark and firing the reminder twice.
-pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
+pub fn update(
+    task: &Task,
+    expected_version: i64,
+    events: &[OutboxRow],
+    claim: Option<&WriteClaim>,
+) -> Statement {
     let mut sql = Builder::new("with written as (update tasks set ");
     let assignments: Vec<String> = STORED
         .iter()
@@ -261,19 +274,22 @@ pub fn update(task: &Task, expected_version: i64, events: &[OutboxRow]) -> State
         .collect();
     sql.push(&assignments.join(", "));
     push_where_version(&mut sql, task, expected_version);
-    push_outbox(&mut sql, events);
-    sql.push(" select count(*) from written");
-    sql.build()
+    let claimed = push_outbox(&mut sql, events, claim);
+    select_count(sql, &claimed)
 }
 
 /// Deletes a task if it still has version `expected_version`. Returns one row: the number of
-/// tasks deleted.
-pub fn delete(task: &Task, expected_version: i64, events: &[OutboxRow]) -> Statement {
+/// tasks deleted, then the claim's columns as for [`insert`].
+pub fn delete(
+    task: &Task,
+    expected_version: i64,
+    events: &[OutboxRow],
+    claim: Option<&WriteClaim>,
+) -> Statement {
     let mut sql = Builder::new("with written as (delete from tasks");
     push_where_version(&mut sql, task, expected_version);
-    push_outbox(&mut sql, events);
-    sql.push(" select count(*) from written");
-    sql.build()
+    let claimed = push_outbox(&mut sql, events, claim);
+    select_count(sql, &claimed)
 }
 
 fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
@@ -317,9 +333,9 @@ mod tests {
             event: serde_json::json!({"title": task.title}),
         };
         for statement in [
-            insert(&task, std::slice::from_ref(&event)),
-            update(&task, 1, std::slice::from_ref(&event)),
-            delete(&task, 1, std::slice::from_ref(&event)),
+            insert(&task, std::slice::from_ref(&event), None),
+            update(&task, 1, std::slice::from_ref(&event), None),
+            delete(&task, 1, std::slice::from_ref(&event), None),
             get("alice", task.id),
         ] {
             assert!(!statement.sql.contains("drop table"), "{}", statement.sql);
@@ -394,7 +410,7 @@ mod tests {
             "{list}"
         );
         assert!(!list.contains("tag_keys"), "only filters read it");
-        let update = update(&task(), 1, &[]).sql;
+        let update = update(&task(), 1, &[], None).sql;
         for fixed in [
             "id =",
             "user_id =",
@@ -437,7 +453,7 @@ mod tests {
 
     #[test]
     fn writes_are_scoped_by_user_and_version() {
-        let sql = update(&task(), 7, &[]).sql;
+        let sql = update(&task(), 7, &[], None).sql;
         assert!(sql.contains("user_id = $"), "{sql}");
         assert!(sql.contains("version = $"), "{sql}");
         assert!(!sql.contains("outbox"), "no events, no outbox insert");

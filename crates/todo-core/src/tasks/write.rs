@@ -6,7 +6,7 @@
 
 use crate::error::ApiError;
 use crate::events::Topics;
-use crate::outbox::OutboxRow;
+use crate::outbox::{OutboxRow, WriteClaim};
 use crate::sql::Statement;
 use crate::tasks::idempotency::{self, Answer};
 use crate::tasks::model::{Task, TaskChanges, UserId};
@@ -25,15 +25,16 @@ pub struct Created {
 }
 
 impl Created {
-    /// The insert with its events; returns one count, 1.
-    pub fn statement(&self) -> Statement {
-        store::insert(&self.task, &self.events)
+    /// The insert with its events (and `claim`, see `outbox::WriteClaim`); returns one count,
+    /// 1.
+    pub fn statement(&self, claim: Option<&WriteClaim>) -> Statement {
+        store::insert(&self.task, &self.events, claim)
     }
 
     /// The insert under an `Idempotency-Key`: it writes only if it claims the key
     /// (`tasks::idempotency`); returns one count, 1 or 0.
-    pub fn statement_once(&self, answer: &Answer<'_>) -> Statement {
-        idempotency::insert_once(&self.task, &self.events, answer)
+    pub fn statement_once(&self, answer: &Answer<'_>, claim: Option<&WriteClaim>) -> Statement {
+        idempotency::insert_once(&self.task, &self.events, answer, claim)
     }
 }
 
@@ -92,13 +93,14 @@ pub fn create(
 
 /// Applies `change` to `current`, the task as read, under the request's `If-Match`. A change
 /// that changes nothing writes nothing; one that leaves a reminder without the due time it
-/// needs (a PATCH clearing `due_at`) is a 422.
+/// needs (a PATCH clearing `due_at`) is a 422. The statement takes `claim` with its events.
 pub fn update(
     current: &Task,
     if_match: Option<&str>,
     change: &Change,
     now: DateTime<Utc>,
     topics: &Topics,
+    claim: Option<&WriteClaim>,
 ) -> Result<Update, ApiError> {
     check_if_match(if_match, current)?;
     let (next, changed) = current.apply(&change.changes_for(current), now);
@@ -107,7 +109,7 @@ pub fn update(
     }
     next.check_reminder()?;
     let events = topics.changed(current, &next, &changed, now);
-    let statement = store::update(&next, current.version, &events);
+    let statement = store::update(&next, current.version, &events, claim);
     Ok(Update::Write(Box::new(Write {
         task: next,
         events,
@@ -115,16 +117,18 @@ pub fn update(
     })))
 }
 
-/// Deletes `current`, the task as read, under the request's `If-Match`.
+/// Deletes `current`, the task as read, under the request's `If-Match`; the statement takes
+/// `claim` with its events.
 pub fn delete(
     current: &Task,
     if_match: Option<&str>,
     now: DateTime<Utc>,
     topics: &Topics,
+    claim: Option<&WriteClaim>,
 ) -> Result<Write, ApiError> {
     check_if_match(if_match, current)?;
     let events = topics.deleted(current, now);
-    let statement = store::delete(current, current.version, &events);
+    let statement = store::delete(current, current.version, &events, claim);
     Ok(Write {
         task: current.clone(),
         events,
@@ -237,7 +241,7 @@ mod tests {
         });
         assert_eq!(kinds(&plain.events), pairs(&[("task.created", "tasks")]));
         assert_eq!(plain.task.version, 1);
-        let statement = plain.statement();
+        let statement = plain.statement(None);
         assert!(
             statement
                 .sql
@@ -269,6 +273,7 @@ mod tests {
             &Change::Complete(None),
             now(),
             &topics(),
+            None,
         ));
         assert!(done.task.completed, "an open task toggles to completed");
         assert_eq!(done.task.completed_at, Some(now()));
@@ -278,6 +283,7 @@ mod tests {
             &Change::Complete(None),
             now(),
             &topics(),
+            None,
         ));
         assert!(!reopened.task.completed, "a completed task toggles back");
         assert_eq!(
@@ -286,7 +292,8 @@ mod tests {
                 None,
                 &Change::Complete(Some(true)),
                 now(),
-                &topics()
+                &topics(),
+                None
             ),
             Ok(Update::Unchanged),
             "setting what is already so writes nothing"
@@ -302,7 +309,7 @@ mod tests {
             ..TaskChanges::default()
         });
         assert_eq!(
-            update(&task, None, &same, now(), &topics()),
+            update(&task, None, &same, now(), &topics(), None),
             Ok(Update::Unchanged)
         );
         assert_eq!(
@@ -311,7 +318,8 @@ mod tests {
                 None,
                 &fields(TaskChanges::default()),
                 now(),
-                &topics()
+                &topics(),
+                None
             ),
             Ok(Update::Unchanged)
         );
@@ -329,6 +337,7 @@ mod tests {
             }),
             now(),
             &topics(),
+            None,
         ));
         assert_eq!(kinds(&retitled.events), pairs(&[("task.updated", "tasks")]));
         assert_eq!(retitled.task.version, task.version + 1);
@@ -339,6 +348,7 @@ mod tests {
             &Change::Complete(Some(true)),
             now(),
             &topics(),
+            None,
         ));
         assert_eq!(
             kinds(&completed.events),
@@ -359,6 +369,7 @@ mod tests {
             }),
             now(),
             &topics(),
+            None,
         ));
         assert_eq!(
             kinds(&moved.events),
@@ -379,6 +390,7 @@ mod tests {
             }),
             now(),
             &topics(),
+            None,
         ));
         assert_eq!(
             kinds(&rescheduled.events),
@@ -389,7 +401,7 @@ mod tests {
             ])
         );
 
-        let deleted = delete(&task, None, now(), &topics()).expect("deleted");
+        let deleted = delete(&task, None, now(), &topics(), None).expect("deleted");
         assert_eq!(
             kinds(&deleted.events),
             pairs(&[
@@ -409,6 +421,7 @@ mod tests {
             &Change::Complete(None),
             now(),
             &topics(),
+            None,
         ));
         assert!(
             write
@@ -424,7 +437,7 @@ mod tests {
                 .contains(&SqlValue::Int64(task.version + 1)),
             "writes the next version"
         );
-        let deleted = delete(&task, None, now(), &topics()).expect("deleted");
+        let deleted = delete(&task, None, now(), &topics(), None).expect("deleted");
         assert!(
             deleted
                 .statement
@@ -445,22 +458,22 @@ mod tests {
         let change = Change::Complete(None);
         for tag in ["\"1\"", "*", "\"7\", \"1\""] {
             assert!(
-                update(&task, Some(tag), &change, now(), &topics()).is_ok(),
+                update(&task, Some(tag), &change, now(), &topics(), None).is_ok(),
                 "{tag}"
             );
         }
         assert_eq!(
-            update(&task, Some("\"2\""), &change, now(), &topics()),
+            update(&task, Some("\"2\""), &change, now(), &topics(), None),
             Err(ApiError::PreconditionFailed)
         );
         let same = fields(TaskChanges::default());
         assert_eq!(
-            update(&task, Some("\"2\""), &same, now(), &topics()),
+            update(&task, Some("\"2\""), &same, now(), &topics(), None),
             Err(ApiError::PreconditionFailed),
             "checked before the no-op"
         );
         assert_eq!(
-            delete(&task, Some("\"2\""), now(), &topics()).map(|w| w.task),
+            delete(&task, Some("\"2\""), now(), &topics(), None).map(|w| w.task),
             Err(ApiError::PreconditionFailed)
         );
     }
@@ -472,7 +485,7 @@ mod tests {
             due_at: Some(None),
             ..TaskChanges::default()
         });
-        let error = update(&task, None, &undated, now(), &topics()).expect_err("422");
+        let error = update(&task, None, &undated, now(), &topics(), None).expect_err("422");
         assert_eq!(error.status(), 422);
     }
 }

@@ -493,7 +493,7 @@ async fn scenario_create(bench: &mut Bench, concurrency: usize, minimal: bool) -
             let now = time::now();
             let task = Task::create(Uuid::now_v7(), &user, changes, now);
             let rows = [events.created(&task, now)];
-            let n = floor::count(&client, &store::insert(&task, &rows)).await?;
+            let n = floor::count(&client, &store::insert(&task, &rows, None)).await?;
             ensure!(n == 1, "inserted {n}");
             serde_json::to_vec(&task)?;
             Ok(())
@@ -594,7 +594,7 @@ async fn floor_update(
     let (next, changed) = current.apply(&changes_for(&current)?, now);
     ensure!(!changed.is_empty(), "nothing changed");
     let rows = events.for_change(&next, &changed, now);
-    let n = floor::count(client, &store::update(&next, current.version, &rows)).await?;
+    let n = floor::count(client, &store::update(&next, current.version, &rows, None)).await?;
     ensure!(n == 1, "updated {n}");
     serde_json::to_vec(&next)?;
     Ok(())
@@ -783,7 +783,8 @@ async fn scenario_intake(bench: &mut Bench, concurrency: usize) -> Result<()> {
                 ..events
             };
             let rows = [events.created(&next, now)];
-            let statement = intake::record_next_occurrence(&delivery.key, &stored, &next, &rows);
+            let statement =
+                intake::record_next_occurrence(&delivery.key, &stored, &next, &rows, None);
             let result = floor::run(&client, &statement).await?;
             let row = result.first().context("no result row")?;
             let counts: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
