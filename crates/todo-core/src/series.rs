@@ -78,10 +78,12 @@ pub fn next_schedule(task: &Task, completed_at: DateTime<Utc>) -> Option<NextSch
 }
 
 /// The task that follows `completed` in its series, with id `id`, or `None` when there is
-/// none: the task is not completed, does not recur, or its series has ended. Title,
-/// description, priority, tags and rule are copied; the new task is open. A reminder is
-/// carried over at the same distance before the new due time (`Reminder::carried`), not yet
-/// fired.
+/// none: the task is not completed, does not recur, or its series has ended. The new task is a
+/// copy of the completed one (title, description, priority, tags, rule and any field added
+/// later carry over without a line here) but for what the series or a new task decides: it is
+/// open, due at the next occurrence, new, and its reminder is carried over at the same distance
+/// before the new due time (`Reminder::carried`), not yet fired. A field that must not carry
+/// over is set here.
 pub fn next_occurrence(completed: &Task, id: Uuid, now: DateTime<Utc>) -> Option<Task> {
     if !completed.completed {
         return None;
@@ -93,24 +95,18 @@ pub fn next_occurrence(completed: &Task, id: Uuid, now: DateTime<Utc>) -> Option
     };
     Some(Task {
         id,
-        user_id: completed.user_id.clone(),
-        title: completed.title.clone(),
-        description: completed.description.clone(),
         completed: false,
         completed_at: None,
-        priority: completed.priority,
-        tags: completed.tags.clone(),
         due_at: next.due_at,
         reminder,
         reminder_fired_at: None,
-        recurrence: completed.recurrence.clone(),
-        series_id: completed.series_id,
         occurrence: next.occurrence,
         series_anchor: next.series_anchor,
         anchor_occurrence: next.anchor_occurrence,
         created_at: now,
         updated_at: now,
         version: 1,
+        ..completed.clone()
     })
 }
 

@@ -1,16 +1,17 @@
 //! `components.schemas` of the API's OpenAPI document.
 //!
 //! The task a response carries is `schemas/task.json`, the schema events carry it under too
-//! (its tests check what `Task` serializes against it). Request bodies are described from the
-//! parser's own limits (`tasks::model`, `tasks::input`, `recurrence`), as exactly as JSON
-//! Schema allows: text is checked after trimming, so the patterns say "trimmed, 1 to N
-//! characters, no control characters" rather than a bare `maxLength`.
+//! (its tests check what `Task` serializes against it). A request body's field is task.json's
+//! unless the parser reads it differently; those differences are described from the parser's
+//! own limits (`tasks::model`, `tasks::input`, `recurrence`), as exactly as JSON Schema allows:
+//! text is checked after trimming, so the patterns say "trimmed, 1 to N characters, no control
+//! characters" rather than a bare `maxLength`.
 
 use crate::recurrence::{MAX_COUNT, MAX_INTERVAL};
-use crate::tasks::input::READ_ONLY;
+use crate::tasks::input::{READ_ONLY, WRITABLE};
 use crate::tasks::model::{DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX};
-use crate::tasks::reminder::MAX_MINUTES_BEFORE;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// Rust's `char::is_whitespace` (Unicode White_Space), the set `str::trim` removes.
 const WHITE_SPACE: &str =
@@ -105,56 +106,101 @@ fn retarget_refs(value: &mut Value) {
     }
 }
 
-/// The writable fields of a task as a request body sends them.
-fn task_input_properties() -> Value {
-    let priority = json!({"enum": ["low", "medium", "high"]});
-    json!({
-        "title": {
-            "type": "string",
-            "pattern": trimmed_text(TITLE_MAX, false),
-            "description": format!("1 to {TITLE_MAX} characters once trimmed; no control characters"),
-        },
-        "description": {
-            "type": ["string", "null"],
-            "maxLength": DESCRIPTION_MAX,
-            "pattern": format!("^[^{}]*$", r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"),
-            "description": "no control characters but tab and line breaks; blank or null clears it",
-        },
-        "completed": {"type": "boolean"},
-        "priority": priority,
-        "tags": {
-            "type": ["array", "null"],
-            "maxItems": TAGS_MAX,
-            "items": {"type": "string", "pattern": trimmed_text(TAG_MAX, true)},
-            "description": format!("at most {TAGS_MAX} entries; each trimmed, 1 to {TAG_MAX} characters; blank entries and case-insensitive duplicates are dropped; null clears"),
-        },
-        "due_at": date_time_input(true),
-        "remind_before_minutes": {
-            "type": ["integer", "null"],
-            "minimum": 0,
-            "maximum": MAX_MINUTES_BEFORE,
-            "description": "a reminder this many minutes before due_at (which it requires); not with remind_at",
-        },
-        "remind_at": {
-            "allOf": [date_time_input(true)],
-            "description": "a reminder at this time, not after due_at (which it requires); not with remind_before_minutes",
-        },
-        "recurrence": {
-            "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/RecurrenceInput"}],
-        },
-    })
+/// How a writable field in a request body differs from the same field of a read task
+/// (`schemas/task.json`). A writable field not listed in [`input_differences`] is sent as it is
+/// read, so a new field with the same rules both ways needs no line here.
+enum Input {
+    /// task.json's schema with these keywords replaced or added.
+    Refine(Value),
+    /// A schema of its own: what the parser accepts is not what a read task holds (text that
+    /// is trimmed, a field that takes `null`, a stricter date-time).
+    Own(Value),
 }
 
-fn task_input(title: &str, description: &str, required: &[&str]) -> Value {
-    let mut properties = task_input_properties();
-    if let Value::Object(map) = &mut properties {
-        // Fields a client may send back from what it read; the parser ignores them.
-        for name in READ_ONLY {
-            map.insert(
-                (*name).to_owned(),
-                json!({"readOnly": true, "description": "read-only: accepted and ignored"}),
-            );
-        }
+/// The writable fields whose request schema is not task.json's.
+fn input_differences() -> Vec<(&'static str, Input)> {
+    vec![
+        (
+            "title",
+            Input::Own(json!({
+                "type": "string",
+                "pattern": trimmed_text(TITLE_MAX, false),
+                "description": format!("1 to {TITLE_MAX} characters once trimmed; no control characters"),
+            })),
+        ),
+        (
+            "description",
+            Input::Own(json!({
+                "type": ["string", "null"],
+                "maxLength": DESCRIPTION_MAX,
+                "pattern": format!("^[^{}]*$", r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"),
+                "description": "no control characters but tab and line breaks; blank or null clears it",
+            })),
+        ),
+        (
+            "tags",
+            Input::Own(json!({
+                "type": ["array", "null"],
+                "maxItems": TAGS_MAX,
+                "items": {"type": "string", "pattern": trimmed_text(TAG_MAX, true)},
+                "description": format!("at most {TAGS_MAX} entries; each trimmed, 1 to {TAG_MAX} characters; blank entries and case-insensitive duplicates are dropped; null clears"),
+            })),
+        ),
+        ("due_at", Input::Own(date_time_input(true))),
+        (
+            "remind_before_minutes",
+            Input::Refine(json!({
+                "description": "a reminder this many minutes before due_at (which it requires); not with remind_at",
+            })),
+        ),
+        (
+            "remind_at",
+            Input::Own(json!({
+                "allOf": [date_time_input(true)],
+                "description": "a reminder at this time, not after due_at (which it requires); not with remind_before_minutes",
+            })),
+        ),
+        (
+            "recurrence",
+            Input::Own(json!({
+                "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/RecurrenceInput"}],
+            })),
+        ),
+    ]
+}
+
+/// The writable fields of a task as a request body sends them: each as the read task
+/// (`task`, task.json as this document holds it) declares it, but for [`input_differences`].
+fn task_input_properties(task: &Value) -> Map<String, Value> {
+    let mut differences: BTreeMap<&str, Input> = input_differences().into_iter().collect();
+    WRITABLE
+        .iter()
+        .map(|&name| {
+            let mut schema = task["properties"][name].clone();
+            match differences.remove(name) {
+                None => {}
+                Some(Input::Own(own)) => schema = own,
+                Some(Input::Refine(keywords)) => {
+                    if let (Value::Object(schema), Value::Object(keywords)) =
+                        (&mut schema, keywords)
+                    {
+                        schema.extend(keywords);
+                    }
+                }
+            }
+            (name.to_owned(), schema)
+        })
+        .collect()
+}
+
+fn task_input(task: &Value, title: &str, description: &str, required: &[&str]) -> Value {
+    let mut properties = task_input_properties(task);
+    // Fields a client may send back from what it read; the parser ignores them.
+    for name in READ_ONLY {
+        properties.insert(
+            (*name).to_owned(),
+            json!({"readOnly": true, "description": "read-only: accepted and ignored"}),
+        );
     }
     json!({
         "title": title,
@@ -222,7 +268,7 @@ fn problem() -> Value {
 pub fn all() -> Value {
     let (task, recurrence) = task_schema();
     json!({
-        "Task": task,
+        "Task": task.clone(),
         "Recurrence": recurrence,
         "TaskPage": {
             "type": "object",
@@ -234,16 +280,19 @@ pub fn all() -> Value {
             },
         },
         "TaskCreate": task_input(
+            &task,
             "TaskCreate",
             "A new task. Omitted fields take their defaults.",
             &["title"],
         ),
         "TaskReplace": task_input(
+            &task,
             "TaskReplace",
             "The whole task. Omitted optional fields are reset to their defaults.",
             &["title"],
         ),
         "TaskPatch": task_input(
+            &task,
             "TaskPatch",
             "The fields to change; null clears an optional field.",
             &[],
@@ -257,4 +306,34 @@ pub fn all() -> Value {
         "RecurrenceInput": recurrence_input(),
         "Problem": problem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A difference for a field the parser does not write would never reach the document.
+    #[test]
+    fn input_differences_are_of_writable_fields() {
+        for (name, _) in input_differences() {
+            assert!(
+                WRITABLE.contains(&name),
+                "{name} is not in tasks::input::WRITABLE"
+            );
+        }
+    }
+
+    /// A field added to task.json is either written by requests or owned by the server, so
+    /// that request bodies list it one way or the other.
+    #[test]
+    fn every_field_of_task_json_is_writable_or_read_only() {
+        let (task, _) = task_schema();
+        let properties = task["properties"].as_object().expect("properties");
+        for name in properties.keys() {
+            assert!(
+                WRITABLE.contains(&name.as_str()) || READ_ONLY.contains(&name.as_str()),
+                "{name}: add it to tasks::input::WRITABLE or READ_ONLY"
+            );
+        }
+    }
 }

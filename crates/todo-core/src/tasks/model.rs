@@ -177,24 +177,108 @@ pub fn tag_keys(tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| t.to_lowercase()).collect()
 }
 
-/// Validated changes to a task, as a request body (`tasks::input`) or a rule (the complete
-/// toggle, `tasks::write`) asks for them; [`Task::apply`] applies them. `None` leaves a field as
-/// it is; for optional fields `Some(None)` clears it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskChanges {
-    pub title: Option<String>,
-    pub description: Option<Option<String>>,
-    pub completed: Option<bool>,
-    pub priority: Option<Priority>,
-    pub tags: Option<Vec<String>>,
-    pub due_at: Option<Option<DateTime<Utc>>>,
-    pub reminder: Option<Option<Reminder>>,
-    pub recurrence: Option<Option<Recurrence>>,
+/// Declares [`TaskChanges`] and [`apply_changes`] from one list of fields, so that a field
+/// added to the struct is applied too, in the order declared. A field without a rule is
+/// applied by plain comparison: it is set, and its name reported, when the new value differs
+/// from the task's field of the same name. A field with `=> rule` is handed to that function,
+/// which sets it and reports the names it changed.
+macro_rules! task_changes {
+    (
+        $(#[$meta:meta])*
+        pub struct TaskChanges {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty $(=> $rule:path)? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct TaskChanges {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        /// Applies `changes` to `next` field by field, in the declared order, and pushes the
+        /// names of the fields whose value changed onto `changed`.
+        fn apply_changes(
+            changes: &TaskChanges,
+            next: &mut Task,
+            now: DateTime<Utc>,
+            changed: &mut Vec<&'static str>,
+        ) {
+            $( task_changes!(@apply changes, next, now, changed, $field $(=> $rule)?); )*
+        }
+    };
+    (@apply $changes:ident, $next:ident, $now:ident, $changed:ident, $field:ident) => {
+        if let Some(value) = &$changes.$field
+            && $next.$field != *value
+        {
+            $next.$field = value.clone();
+            $changed.push(stringify!($field));
+        }
+    };
+    (@apply $changes:ident, $next:ident, $now:ident, $changed:ident, $field:ident => $rule:path) => {
+        if let Some(value) = &$changes.$field {
+            $rule($next, value, $now, $changed);
+        }
+    };
+}
+
+task_changes! {
+    /// Validated changes to a task, as a request body (`tasks::input`) or a rule (the complete
+    /// toggle, `tasks::write`) asks for them; [`Task::apply`] applies them. `None` leaves a field
+    /// as it is; for optional fields `Some(None)` clears it. Each field is applied to the
+    /// [`Task`] field of the same name, in the order listed here, which is the order
+    /// `task.updated` reports changed fields in. A new writable field is one line here; it
+    /// needs a rule only when a change of it does more than set it.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct TaskChanges {
+        pub title: Option<String>,
+        pub description: Option<Option<String>>,
+        pub priority: Option<Priority>,
+        pub tags: Option<Vec<String>>,
+        pub due_at: Option<Option<DateTime<Utc>>>,
+        pub reminder: Option<Option<Reminder>> => change_reminder,
+        pub recurrence: Option<Option<Recurrence>>,
+        pub completed: Option<bool> => change_completed,
+    }
+}
+
+/// A reminder is one setting that clients see under two names: a change reports whichever of
+/// `remind_before_minutes` and `remind_at` took another value.
+fn change_reminder(
+    next: &mut Task,
+    reminder: &Option<Reminder>,
+    _now: DateTime<Utc>,
+    changed: &mut Vec<&'static str>,
+) {
+    let (old, new) = (next.reminder, *reminder);
+    if old == new {
+        return;
+    }
+    if old.and_then(Reminder::minutes_before) != new.and_then(Reminder::minutes_before) {
+        changed.push("remind_before_minutes");
+    }
+    if old.and_then(Reminder::absolute) != new.and_then(Reminder::absolute) {
+        changed.push("remind_at");
+    }
+    next.reminder = new;
+}
+
+/// Completing a task stamps `completed_at`; reopening it clears the stamp.
+fn change_completed(
+    next: &mut Task,
+    completed: &bool,
+    now: DateTime<Utc>,
+    changed: &mut Vec<&'static str>,
+) {
+    if next.completed != *completed {
+        next.completed = *completed;
+        next.completed_at = completed.then_some(now);
+        changed.push("completed");
+    }
 }
 
 /// A task. Its JSON form, as the API returns it and events carry it, is
-/// `events::wire::TaskJson` (schemas/task.json).
-#[derive(Debug, Clone, PartialEq)]
+/// `events::wire::TaskJson` (schemas/task.json). `Default` is the blank task
+/// [`Task::create`] fills in: every writable field as a create that omits it leaves it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Task {
     pub id: Uuid,
     pub user_id: String,
@@ -228,31 +312,23 @@ pub struct Task {
 }
 
 impl Task {
-    /// A new task from the validated body of a create request. It starts its own series, at
-    /// occurrence 0, anchored at its due time.
+    /// A new task from the validated body of a create request: the blank task with `changes`
+    /// applied, so every writable field is set as a change would set it. It starts its own
+    /// series, at occurrence 0, anchored at its due time.
     pub fn create(id: Uuid, user: &UserId, changes: TaskChanges, now: DateTime<Utc>) -> Task {
-        let completed = changes.completed.unwrap_or(false);
-        let due_at = changes.due_at.flatten();
-        Task {
+        let blank = Task {
             id,
             user_id: user.as_str().to_owned(),
-            title: changes.title.unwrap_or_default(),
-            description: changes.description.flatten(),
-            completed,
-            completed_at: completed.then_some(now),
-            priority: changes.priority.unwrap_or_default(),
-            tags: changes.tags.unwrap_or_default(),
-            due_at,
-            reminder: changes.reminder.flatten(),
-            reminder_fired_at: None,
-            recurrence: changes.recurrence.flatten(),
             series_id: id,
-            occurrence: 0,
-            series_anchor: due_at,
-            anchor_occurrence: 0,
             created_at: now,
+            ..Task::default()
+        };
+        let (task, _) = blank.apply(&changes, now);
+        Task {
+            series_anchor: task.due_at,
             updated_at: now,
             version: 1,
+            ..task
         }
     }
 
@@ -265,41 +341,7 @@ impl Task {
     pub fn apply(&self, changes: &TaskChanges, now: DateTime<Utc>) -> (Task, Vec<&'static str>) {
         let mut next = self.clone();
         let mut changed = Vec::new();
-        macro_rules! set {
-            ($field:ident) => {
-                if let Some(value) = &changes.$field
-                    && next.$field != *value
-                {
-                    next.$field = value.clone();
-                    changed.push(stringify!($field));
-                }
-            };
-        }
-        set!(title);
-        set!(description);
-        set!(priority);
-        set!(tags);
-        set!(due_at);
-        if let Some(reminder) = changes.reminder
-            && next.reminder != reminder
-        {
-            let (old, new) = (next.reminder, reminder);
-            if old.and_then(Reminder::minutes_before) != new.and_then(Reminder::minutes_before) {
-                changed.push("remind_before_minutes");
-            }
-            if old.and_then(Reminder::absolute) != new.and_then(Reminder::absolute) {
-                changed.push("remind_at");
-            }
-            next.reminder = reminder;
-        }
-        set!(recurrence);
-        if let Some(completed) = changes.completed
-            && next.completed != completed
-        {
-            next.completed = completed;
-            next.completed_at = completed.then_some(now);
-            changed.push("completed");
-        }
+        apply_changes(changes, &mut next, now, &mut changed);
         if next.reminder_fires_at() != self.reminder_fires_at() {
             next.reminder_fired_at = None;
         }
@@ -482,6 +524,76 @@ mod tests {
         };
         let (reopened, _) = next.apply(&undone, t1);
         assert_eq!(reopened.completed_at, None);
+    }
+
+    /// `task.updated` consumers see the changed fields in this order, whatever the request.
+    #[test]
+    fn a_change_of_every_field_reports_them_in_the_declared_order() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let mut task = sample(t0);
+        task.reminder = Some(Reminder::Before(5));
+        let rule = Recurrence::parse(crate::recurrence::RecurrenceInput {
+            frequency: "daily".into(),
+            ..Default::default()
+        })
+        .expect("valid rule");
+        let every = TaskChanges {
+            title: Some("other".into()),
+            description: Some(Some("d".into())),
+            priority: Some(Priority::High),
+            tags: Some(vec!["x".into()]),
+            due_at: Some(Some(t0 + chrono::Duration::hours(1))),
+            reminder: Some(Some(Reminder::At(t0))),
+            recurrence: Some(Some(rule)),
+            completed: Some(true),
+        };
+        let (_, changed) = task.apply(&every, t0);
+        assert_eq!(
+            changed,
+            [
+                "title",
+                "description",
+                "priority",
+                "tags",
+                "due_at",
+                "remind_before_minutes",
+                "remind_at",
+                "recurrence",
+                "completed",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_created_task_starts_its_series_at_version_1() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1);
+        let due = t0 + chrono::Duration::hours(2);
+        let user = UserId::parse("alice").expect("valid");
+        let id = Uuid::now_v7();
+        let changes = TaskChanges {
+            title: Some("t".into()),
+            due_at: Some(Some(due)),
+            completed: Some(true),
+            ..TaskChanges::default()
+        };
+        let task = Task::create(id, &user, changes, t0);
+        assert_eq!((task.id, task.series_id, task.occurrence), (id, id, 0));
+        assert_eq!((task.series_anchor, task.anchor_occurrence), (Some(due), 0));
+        assert_eq!(
+            (task.created_at, task.updated_at, task.version),
+            (t0, t0, 1)
+        );
+        assert_eq!(task.completed_at, Some(t0));
+        assert_eq!(
+            (task.priority, task.reminder_fired_at),
+            (Priority::Medium, None)
+        );
+        let empty = Task::create(id, &user, TaskChanges::default(), t0);
+        assert_eq!(
+            (empty.updated_at, empty.version),
+            (t0, 1),
+            "nothing applied"
+        );
     }
 
     #[test]
