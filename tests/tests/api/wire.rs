@@ -6,8 +6,8 @@
 //! handed to hyper as soon as the guest returns it and its body streamed. A response whose head
 //! leaves before its body is ready then goes out in two segments, and the second waits for the
 //! client's delayed ACK (about 40 ms on Linux). Publishing has the same shape on the way out:
-//! the app's outbound client keeps its connection to the sidecar alive, so a publish whose
-//! request head and body leave apart waits for the sidecar's delayed ACK.
+//! a publish whose request head and body leave apart on a kept-alive connection waits for the
+//! sidecar's delayed ACK, which is why `runtime-config.toml` turns outbound pooling off.
 //!
 //! `WIRE_ADDR=127.0.0.1:<port>` points [`external_server_round_trips`] at another server of
 //! this app (e.g. `spin up` with `SPIN_VARIABLE_JWT_SECRET` set to [`JWT_SECRET`]), to compare
@@ -207,8 +207,9 @@ async fn serve(app: &TestApp) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the app avoids the delayed-ACK stall: its response head leaves before \
-            the body (~40 ms per request on Spin 4.0.2 and on this host)"]
+#[ignore = "fails while Spin 4.0.2 writes a response's head before the guest's body reaches \
+            it, a race an answer with a body loses in a share of requests (~40 ms each, on \
+            Spin and on this host; BENCHMARKS.md, \"The 40 ms stall\")"]
 async fn reads_on_a_keep_alive_connection_do_not_wait_for_delayed_acks() {
     let app = spawn_app().await;
     let addr = serve(&app).await;
