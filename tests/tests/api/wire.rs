@@ -226,6 +226,37 @@ async fn reads_on_a_keep_alive_connection_do_not_wait_for_delayed_acks() {
     );
 }
 
+/// `GET /dapr/subscribe` needs nothing but settings, which an instance reads once
+/// (`todo_adapters::vars`), so it answers without suspending and its median round trip stays
+/// within the 2 ms target on both runtimes. Reading its six variables on every call made the
+/// guest suspend and lose the head-before-body race in most calls (p50 44 ms on Spin's bench;
+/// this test then saw 77-83 of 100 stalled there). The host loses that race in other places
+/// (after database calls, see the ignored read test) but not after variable reads: there this
+/// test passed with the old reads too, so it is Spin's run that guards this route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_answers_within_two_milliseconds_at_the_median() {
+    let app = spawn_app().await;
+    let addr = serve(&app).await;
+    let mut connection = Connection::open(addr).await;
+    let mut times = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        let (status, body, elapsed) = connection
+            .call(
+                Method::GET,
+                "/dapr/subscribe",
+                &[("dapr-api-token", todo_test_host::testing::APP_TOKEN)],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        times.push(elapsed);
+    }
+    let summary = Summary::of(times);
+    let report = summary.describe("GET /dapr/subscribe");
+    eprintln!("{report}");
+    assert!(summary.p50 < Duration::from_millis(2), "{report}");
+}
+
 /// Publishing waits for no delayed ACK: `runtime-config.toml` gives each outbound request a
 /// connection of its own (`[outbound_http] connection_pooling = false`). The creates ask for
 /// `Prefer: return=minimal`, whose bodiless answer cannot stall on the way in, so what is
