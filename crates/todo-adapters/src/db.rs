@@ -135,7 +135,7 @@ impl Db {
         }
     }
 
-    /// Runs a single-count write (`tasks::store::select_count`): its count, and what its claim
+    /// Runs a single-count write (`outbox::select_written_count`): its count, and what its claim
     /// of the publishing lease found, if it was built with one.
     pub async fn write(&self, statement: Statement) -> Result<(i64, Option<Claimed>), ApiError> {
         let rows = self.rows(statement).await?;

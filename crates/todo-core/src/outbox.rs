@@ -89,6 +89,13 @@ pub fn push_outbox(sql: &mut Builder, events: &[OutboxRow], claim: Option<&Write
     )
 }
 
+/// The final select of a write whose row is one count: `count(*)` of `written`, then
+/// `claimed`, the claim's columns returned by [`push_outbox`].
+pub fn select_written_count(mut sql: Builder, claimed: &str) -> Statement {
+    sql.push(&format!(" select count(*){claimed} from written"));
+    sql.build()
+}
+
 /// How a claim updates a lease row that exists: an expired lease, or one `holder` holds
 /// already, goes to the claimant with a fresh expiry; a live lease of another holder stays
 /// as it is and gets `recheck` set, so that its holder runs another round for the claimant's
@@ -463,8 +470,7 @@ mod tests {
     fn write_statement(events: &[OutboxRow], claim: Option<&WriteClaim>) -> (Statement, String) {
         let mut sql = Builder::new("with written as (select 1 as id)");
         let claimed = push_outbox(&mut sql, events, claim);
-        sql.push(&format!(" select count(*){claimed} from written"));
-        (sql.build(), claimed)
+        (select_written_count(sql, &claimed), claimed)
     }
 
     #[test]

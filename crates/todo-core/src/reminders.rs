@@ -41,7 +41,7 @@
 //! Publishing follows the claims: the events are in the outbox, and the sweep flushes the users
 //! it fired for before it answers (the relay delivers whatever that leaves behind).
 
-use crate::outbox::{OutboxRow, push_outbox};
+use crate::outbox::{OutboxRow, push_outbox, select_written_count};
 use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list, typed};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -117,9 +117,8 @@ pub fn claim(due: &DueReminder, event: &OutboxRow) -> Statement {
         typed(&remind_at, "timestamptz")
     ));
     // The sweep publishes with the relay's rounds (`flush_users`), not from the write.
-    push_outbox(&mut sql, std::slice::from_ref(event), None);
-    sql.push(" select count(*) from written");
-    sql.build()
+    let claimed = push_outbox(&mut sql, std::slice::from_ref(event), None);
+    select_written_count(sql, &claimed)
 }
 
 #[cfg(test)]

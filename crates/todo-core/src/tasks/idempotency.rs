@@ -16,7 +16,7 @@
 //!   the same key once fixed.
 
 use crate::error::ApiError;
-use crate::outbox::{OutboxRow, WriteClaim, push_outbox};
+use crate::outbox::{OutboxRow, WriteClaim, push_outbox, select_written_count};
 use crate::sql::{Builder, SqlValue, Statement};
 use crate::tasks::model::Task;
 use crate::tasks::store;
@@ -184,7 +184,7 @@ pub fn insert_once(
     ));
     store::push_insert(&mut sql, task, Some("claimed"));
     let claimed = push_outbox(&mut sql, events, claim);
-    store::select_count(sql, &claimed)
+    select_written_count(sql, &claimed)
 }
 
 /// The live answer stored under `key` for `user_id`, as one JSON object ([`StoredAnswer`]);

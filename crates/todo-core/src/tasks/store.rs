@@ -6,7 +6,7 @@
 //! Updates and deletes are conditional on the version that was read, so a concurrent writer
 //! makes the statement touch nothing instead of silently overwriting.
 
-use crate::outbox::{OutboxRow, WriteClaim, push_outbox};
+use crate::outbox::{OutboxRow, WriteClaim, push_outbox, select_written_count};
 use crate::recurrence::{Recurrence, RecurrenceInput};
 use crate::sql::{Builder, Column, Row, SqlValue, Statement, select_list};
 use crate::tasks::model::{Priority, Task, tag_keys};
@@ -203,14 +203,7 @@ pub fn insert(task: &Task, events: &[OutboxRow], claim: Option<&WriteClaim>) -> 
     let mut sql = Builder::new("with ");
     push_insert(&mut sql, task, None);
     let claimed = push_outbox(&mut sql, events, claim);
-    select_count(sql, &claimed)
-}
-
-/// The final select of a single-count write: `count(*)` of `written`, then `claimed`, the
-/// claim's columns (`outbox::push_outbox`).
-pub fn select_count(mut sql: Builder, claimed: &str) -> Statement {
-    sql.push(&format!(" select count(*){claimed} from written"));
-    sql.build()
+    select_written_count(sql, &claimed)
 }
 
 /// Adds the CTE `written as (insert into tasks ... returning id)`, for statements that combine
@@ -275,7 +268,7 @@ pub fn update(
     sql.push(&assignments.join(", "));
     push_where_version(&mut sql, task, expected_version);
     let claimed = push_outbox(&mut sql, events, claim);
-    select_count(sql, &claimed)
+    select_written_count(sql, &claimed)
 }
 
 /// Deletes a task if it still has version `expected_version`. Returns one row: the number of
@@ -289,7 +282,7 @@ pub fn delete(
     let mut sql = Builder::new("with written as (delete from tasks");
     push_where_version(&mut sql, task, expected_version);
     let claimed = push_outbox(&mut sql, events, claim);
-    select_count(sql, &claimed)
+    select_written_count(sql, &claimed)
 }
 
 fn push_where_version(sql: &mut Builder, task: &Task, expected_version: i64) {
