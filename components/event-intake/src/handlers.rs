@@ -126,11 +126,7 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         let row = written.first().map(Vec::as_slice).unwrap_or_default();
         let recorded = Recorded::decode(row).map_err(ApiError::internal)?;
         let claimed = Claimed::decode(row, Recorded::COLUMNS).map_err(ApiError::internal)?;
-        let written = claim.zip(claimed).map(|(claim, claimed)| Written {
-            claim,
-            claimed,
-            events: rows,
-        });
+        let written = Written::of(claim, claimed, &rows);
         match recorded {
             Recorded::SourceChanged => continue,
             Recorded::Created => {

@@ -104,15 +104,7 @@ async fn run_write(
     events: &[OutboxRow],
 ) -> Result<Option<Wrote>, ApiError> {
     let (count, claimed) = ctx.db.write(statement).await?;
-    if count != 1 {
-        return Ok(None);
-    }
-    let written = claim.zip(claimed).map(|(claim, claimed)| Written {
-        claim,
-        claimed,
-        events: events.to_vec(),
-    });
-    Ok(Some(Wrote(written)))
+    Ok((count == 1).then(|| Wrote(Written::of(claim, claimed, events))))
 }
 
 async fn list_tasks(ctx: &Ctx, query: &str) -> Result<Reply, ApiError> {
@@ -152,11 +144,6 @@ async fn create_task(
     let Some(key) = key else {
         let statement = new.statement(claim.as_ref());
         let wrote = run_write(ctx, statement, claim, &new.events).await?;
-        if wrote.is_none() {
-            return Err(ApiError::internal(
-                "the insert of a new task inserted nothing",
-            ));
-        }
         return Ok((
             created(ctx, StatusCode::CREATED, task.id, &etag, answer),
             wrote,

@@ -149,6 +149,23 @@ pub struct Written {
     pub events: Vec<OutboxRow>,
 }
 
+impl Written {
+    /// The write's `claim` with what its statement found (`outbox::Claimed::decode`); `None`
+    /// when it was built without one or stored nothing, and the publisher claims as usual.
+    pub fn of(
+        claim: Option<WriteClaim>,
+        claimed: Option<Claimed>,
+        events: &[OutboxRow],
+    ) -> Option<Self> {
+        let (claim, claimed) = claim.zip(claimed)?;
+        Some(Self {
+            claim,
+            claimed,
+            events: events.to_vec(),
+        })
+    }
+}
+
 /// Gives back a lease a write claimed but nobody will publish under; best effort: it expires
 /// anyway.
 async fn release(db: &Db, user_id: &str, written: &Written) {
