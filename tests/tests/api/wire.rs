@@ -157,6 +157,22 @@ async fn create_task(connection: &mut Connection, user: &str, auth: &str) -> (St
     (id, elapsed)
 }
 
+/// `GET /dapr/subscribe` as the sidecar calls it, over `connection`; returns the round trip.
+async fn list_subscriptions(connection: &mut Connection) -> Duration {
+    let (status, body, elapsed) = connection
+        .call(
+            Method::GET,
+            "/dapr/subscribe",
+            &[("dapr-api-token", todo_test_host::testing::APP_TOKEN)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let subscriptions: Value = serde_json::from_slice(&body).expect("subscriptions are JSON");
+    assert!(subscriptions.is_array(), "{subscriptions}");
+    elapsed
+}
+
 /// `GET /dapr/subscribe` and `GET /api/{user}/tasks/{id}`, `REQUESTS` times each, on one
 /// connection; returns their summaries.
 async fn read_series(addr: SocketAddr, user: &str, token: &str) -> (Summary, Summary) {
@@ -166,18 +182,7 @@ async fn read_series(addr: SocketAddr, user: &str, token: &str) -> (Summary, Sum
 
     let mut subscribe = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
-        let (status, body, elapsed) = connection
-            .call(
-                Method::GET,
-                "/dapr/subscribe",
-                &[("dapr-api-token", todo_test_host::testing::APP_TOKEN)],
-                Bytes::new(),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        let subscriptions: Value = serde_json::from_slice(&body).expect("subscriptions are JSON");
-        assert!(subscriptions.is_array(), "{subscriptions}");
-        subscribe.push(elapsed);
+        subscribe.push(list_subscriptions(&mut connection).await);
     }
 
     let path = format!("/api/{user}/tasks/{id}");
@@ -240,16 +245,7 @@ async fn subscribe_answers_within_two_milliseconds_at_the_median() {
     let mut connection = Connection::open(addr).await;
     let mut times = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
-        let (status, body, elapsed) = connection
-            .call(
-                Method::GET,
-                "/dapr/subscribe",
-                &[("dapr-api-token", todo_test_host::testing::APP_TOKEN)],
-                Bytes::new(),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        times.push(elapsed);
+        times.push(list_subscriptions(&mut connection).await);
     }
     let summary = Summary::of(times);
     let report = summary.describe("GET /dapr/subscribe");
