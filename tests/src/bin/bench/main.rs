@@ -421,6 +421,7 @@ fn api<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// Creates tasks for the users of a write scenario and returns each user's token and ids.
 async fn writers(bench: &Bench, users: &[String]) -> Result<Arc<Vec<(String, String, Vec<Uuid>)>>> {
     data::bulk_load(&bench.admin, users, TASKS_PER_WRITER).await?;
+    data::settle_tasks(&bench.admin).await?;
     let mut ids = data::task_ids(&bench.admin, users).await?;
     Ok(Arc::new(
         users
@@ -729,6 +730,7 @@ async fn scenario_intake(bench: &mut Bench, concurrency: usize) -> Result<()> {
         .collect();
     let original = Uuid::parse_str(&task_id)?;
     data::clone_completed(&bench.admin, &user, original, &copies).await?;
+    data::settle_tasks(&bench.admin).await?;
     bench.settle().await?;
     let template = Arc::new((template, task_id));
     let t = template.clone();
@@ -1066,10 +1068,7 @@ async fn main() -> Result<()> {
             ));
             list_users.push((user, size));
         }
-        // The state autovacuum leaves a table in once it has settled: without it, the first
-        // scenarios to read the fresh rows pay for setting their hint bits, or autovacuum
-        // starts in the middle of a measurement.
-        bench.admin.batch_execute("vacuum analyze tasks").await?;
+        data::settle_tasks(&bench.admin).await?;
     }
     let concurrency = bench.args.concurrency.clone();
     for &c in &concurrency {
