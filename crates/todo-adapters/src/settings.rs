@@ -257,66 +257,21 @@ impl SidecarAdmission {
 /// The bearer-token checks of the task API, as read; `todo_core::auth` decides what the values
 /// mean.
 pub struct Auth {
-    pub enabled: String,
-    pub jwt_secret: String,
-    pub audience: String,
-    pub issuer: String,
-    pub algorithms: String,
-    pub jwks: String,
-    pub jwks_url: String,
-    pub jwks_origin: String,
-    pub cache_seconds: String,
+    /// The values of `AuthVars::NAMES`, in that order.
+    values: [String; 8],
+    cache_seconds: String,
 }
 
 impl Auth {
-    const VARIABLES: [&str; 9] = [
-        "auth_enabled",
-        "jwt_secret",
-        "jwt_audience",
-        "jwt_issuer",
-        "jwt_algorithms",
-        "jwt_jwks",
-        "jwt_jwks_url",
-        "jwt_jwks_origin",
-        JWT_JWKS_CACHE_SECONDS,
-    ];
-
     pub async fn load() -> Result<Self, ApiError> {
-        let [
-            enabled,
-            jwt_secret,
-            audience,
-            issuer,
-            algorithms,
-            jwks,
-            jwks_url,
-            jwks_origin,
-            cache_seconds,
-        ] = vars::all(Self::VARIABLES).await?;
         Ok(Self {
-            enabled,
-            jwt_secret,
-            audience,
-            issuer,
-            algorithms,
-            jwks,
-            jwks_url,
-            jwks_origin,
-            cache_seconds,
+            values: vars::all(AuthVars::NAMES).await?,
+            cache_seconds: vars::get(JWT_JWKS_CACHE_SECONDS).await?,
         })
     }
 
     pub fn vars(&self) -> AuthVars<'_> {
-        AuthVars {
-            enabled: &self.enabled,
-            secret: &self.jwt_secret,
-            audience: &self.audience,
-            issuer: &self.issuer,
-            algorithms: &self.algorithms,
-            jwks: &self.jwks,
-            jwks_url: &self.jwks_url,
-            jwks_origin: &self.jwks_origin,
-        }
+        AuthVars::from_values(&self.values)
     }
 
     /// How long an instance keeps a fetched JWKS: `jwt_jwks_cache_seconds`, whole seconds.
@@ -350,6 +305,12 @@ mod tests {
         }
     }
 
+    impl Auth {
+        fn variables() -> Vec<&'static str> {
+            [&AuthVars::NAMES[..], &[JWT_JWKS_CACHE_SECONDS]].concat()
+        }
+    }
+
     /// The settings each component loads, by its name in spin.toml.
     fn reads() -> Vec<(&'static str, Vec<&'static str>)> {
         let requests = Publishing::variables(PublishPath::Requests);
@@ -358,7 +319,7 @@ mod tests {
             (
                 "tasks-api",
                 [
-                    &Auth::VARIABLES[..],
+                    &Auth::variables()[..],
                     &Database::VARIABLES,
                     &Events::VARIABLES,
                     &requests,
@@ -464,14 +425,7 @@ mod tests {
 
     fn auth(cache_seconds: &str) -> Auth {
         Auth {
-            enabled: String::new(),
-            jwt_secret: String::new(),
-            audience: String::new(),
-            issuer: String::new(),
-            algorithms: String::new(),
-            jwks: String::new(),
-            jwks_url: String::new(),
-            jwks_origin: String::new(),
+            values: Default::default(),
             cache_seconds: cache_seconds.to_owned(),
         }
     }

@@ -85,6 +85,44 @@ pub struct AuthVars<'a> {
     pub jwks_origin: &'a str,
 }
 
+impl<'a> AuthVars<'a> {
+    /// The Spin variables behind the fields, in the order of [`AuthVars::from_values`].
+    pub const NAMES: [&'static str; 8] = [
+        "auth_enabled",
+        "jwt_secret",
+        "jwt_audience",
+        "jwt_issuer",
+        "jwt_algorithms",
+        "jwt_jwks",
+        "jwt_jwks_url",
+        "jwt_jwks_origin",
+    ];
+
+    /// The fields from the values of [`AuthVars::NAMES`], read in that order.
+    pub fn from_values(values: &'a [String; 8]) -> Self {
+        let [
+            enabled,
+            secret,
+            audience,
+            issuer,
+            algorithms,
+            jwks,
+            jwks_url,
+            jwks_origin,
+        ] = values;
+        Self {
+            enabled,
+            secret,
+            audience,
+            issuer,
+            algorithms,
+            jwks,
+            jwks_url,
+            jwks_origin,
+        }
+    }
+}
+
 /// The algorithms a deployment may accept. HMAC is HS256 alone, with `jwt_secret`; the others
 /// verify against a JWKS. `none` never is.
 pub const SUPPORTED_ALGORITHMS: [Algorithm; 10] = [
