@@ -17,7 +17,7 @@ pub use app::{
     APP_TOKEN, JWT_SECRET, TestApp, TestResponse, spawn_app, spawn_app_on, spawn_app_with,
     spawn_app_with_own_database, spawn_app_with_var,
 };
-pub use database::{connect, database, server_url, template};
+pub use database::{connect, database, own_database, server_url, template};
 pub use spin::{Runtime, SpinApp};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};

@@ -5,6 +5,6 @@
 //! seeing each other. Tests that run the relay or the sweep take a database of their own.
 
 pub use todo_test_host::testing::{
-    JWT_SECRET, TestApp, TestResponse, connect, database, new_user, spawn_app, spawn_app_with,
-    spawn_app_with_own_database, spawn_app_with_var, token_for, unused_port,
+    JWT_SECRET, TestApp, TestResponse, connect, database, new_user, own_database, spawn_app,
+    spawn_app_with, spawn_app_with_own_database, spawn_app_with_var, token_for, unused_port,
 };

@@ -11,6 +11,7 @@ mod helpers;
 mod intake;
 mod openapi;
 mod outbox;
+mod plans;
 mod reminders;
 mod tasks;
 mod wire;

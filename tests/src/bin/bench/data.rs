@@ -7,11 +7,10 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// Leaves `tasks` as autovacuum does once it has caught up with a bulk load: hint bits set
-/// and statistics that know the new rows. Without it the planner takes a user missing from the
-/// statistics for one with a single task and may find one of that user's tasks by id through
-/// an index on `user_id` alone, reading every task of the user (a get by id read 2,900 buffers
-/// instead of 3 in a bench run); autovacuum fixes that within a minute, but in the middle of a
-/// measurement. Call it after each load, before measuring.
+/// and statistics that know the new rows, so that no measurement pays for either or has
+/// autovacuum start in its middle. (Statistics that predated a load once made lookups by id
+/// read every task of the new user, 2,900 buffers instead of 3, until `tasks` was keyed by
+/// user and id.) Call it after each load, before measuring.
 pub async fn settle_tasks(client: &Client) -> Result<()> {
     client
         .batch_execute("vacuum analyze tasks")
