@@ -258,7 +258,7 @@ impl SidecarAdmission {
 /// mean.
 pub struct Auth {
     /// The values of `AuthVars::NAMES`, in that order.
-    values: [String; 8],
+    values: [String; AuthVars::NAMES.len()],
     cache_seconds: String,
 }
 

@@ -99,7 +99,7 @@ impl<'a> AuthVars<'a> {
     ];
 
     /// The fields from the values of [`AuthVars::NAMES`], read in that order.
-    pub fn from_values(values: &'a [String; 8]) -> Self {
+    pub fn from_values(values: &'a [String; AuthVars::NAMES.len()]) -> Self {
         let [
             enabled,
             secret,
