@@ -138,6 +138,8 @@ struct Inner {
     router: Router,
     handlers: HashMap<String, ProxyHandler<ComponentHandler>>,
     descriptions: HashMap<String, String>,
+    /// Each routed component's `spin:postgres` context.
+    databases: HashMap<String, PgContext>,
     log: bool,
 }
 
@@ -203,6 +205,7 @@ impl App {
         let linker = host::linker()?;
         let mut handlers = HashMap::new();
         let mut descriptions = HashMap::new();
+        let mut databases = HashMap::new();
         for (id, config) in &manifest.components {
             // Only routed components are instantiated, as Spin does.
             if !manifest.routes.iter().any(|(c, _)| c == id) {
@@ -218,11 +221,13 @@ impl App {
                 format!("component {id:?} does not export wasi:http/handler@0.3")
             })?;
             let allowed_hosts = Arc::new(config.allowed_hosts.clone());
+            let pg = PgContext::new(pools.clone(), allowed_hosts.clone());
+            databases.insert(id.clone(), pg.clone());
             let context = ComponentContext {
                 id: id.as_str().into(),
                 variables: Arc::new(config.variables.clone()),
                 environment: config.environment.clone(),
-                pg: PgContext::new(pools.clone(), allowed_hosts.clone()),
+                pg,
                 outbound: outbound.clone(),
                 allowed_hosts,
                 log_guest_output: log,
@@ -239,8 +244,18 @@ impl App {
             router,
             handlers,
             descriptions,
+            databases,
             log,
         })))
+    }
+
+    /// The database statements `component` has sent so far (0 for one that is not routed):
+    /// each costs a prepare and an execute through Spin's pg host.
+    pub fn statements_sent(&self, component: &str) -> u64 {
+        self.0
+            .databases
+            .get(component)
+            .map_or(0, PgContext::statements_sent)
     }
 
     /// The routes as `spin up` lists them: `(route, component, description)`.

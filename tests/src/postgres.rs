@@ -28,6 +28,7 @@ use crate::host::HostState;
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
@@ -109,6 +110,9 @@ fn create_pool(address: &str) -> anyhow::Result<deadpool_postgres::Pool> {
 pub struct PgContext {
     pools: Arc<Pools>,
     allowed_hosts: Arc<AllowedHosts>,
+    /// Statements the component sent, each a round trip or two through Spin's host: what
+    /// tests of the number of round trips per request read ([`crate::App::statements_sent`]).
+    statements: Arc<AtomicU64>,
 }
 
 impl PgContext {
@@ -117,7 +121,17 @@ impl PgContext {
         Self {
             pools,
             allowed_hosts,
+            statements: Arc::default(),
         }
+    }
+
+    /// Statements sent so far by the component, on all its instances.
+    pub fn statements_sent(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Checks each host of the connection string as Spin's `AllowedHostChecker` does.
@@ -436,6 +450,7 @@ impl pg::HostConnection for HostState {
         params: Vec<ParameterValue>,
     ) -> PgResult<RowSet> {
         let client = self.table.get(&connection)?.client.clone();
+        self.pg.count_statement();
         Ok(query(&client, &statement, &params).await)
     }
 
@@ -446,6 +461,7 @@ impl pg::HostConnection for HostState {
         params: Vec<ParameterValue>,
     ) -> PgResult<u64> {
         let client = self.table.get(&connection)?.client.clone();
+        self.pg.count_statement();
         Ok(execute(&client, &statement, &params).await)
     }
 
@@ -466,11 +482,16 @@ fn push_connection<T>(
     }
 }
 
-fn client_of<T>(
+/// The client of `connection`, for one statement about to be sent.
+fn client_for_statement<T>(
     accessor: &Accessor<T, HasSelf<HostState>>,
     connection: &Resource<PgConnection>,
 ) -> wasmtime::Result<Arc<deadpool_postgres::Object>> {
-    accessor.with(|mut access| Ok(access.get().table.get(connection)?.client.clone()))
+    accessor.with(|mut access| {
+        let host = access.get();
+        host.pg.count_statement();
+        Ok(host.table.get(connection)?.client.clone())
+    })
 }
 
 impl pg::HostConnectionBuilderWithStore for HasSelf<HostState> {
@@ -504,7 +525,7 @@ impl pg::HostConnectionWithStore for HasSelf<HostState> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> PgResult<u64> {
-        let client = client_of(accessor, &connection)?;
+        let client = client_for_statement(accessor, &connection)?;
         Ok(execute(&client, &statement, &params).await)
     }
 
@@ -518,7 +539,7 @@ impl pg::HostConnectionWithStore for HasSelf<HostState> {
         StreamReader<Row>,
         FutureReader<Result<(), Error>>,
     )> {
-        let client = client_of(accessor, &connection)?;
+        let client = client_for_statement(accessor, &connection)?;
         let started = match query_async(client, statement, params).await {
             Ok(started) => started,
             Err(e) => return Ok(Err(e)),

@@ -11,7 +11,7 @@ use todo_adapters::reply::{self, Reply};
 use todo_adapters::settings;
 use todo_adapters::sidecar;
 use todo_core::error::ApiError;
-use todo_core::intake::{self, Ack, Delivery, MAX_DELIVERY_BYTES, Recorded, Topic, Work};
+use todo_core::intake::{self, Ack, Delivery, Guard, MAX_DELIVERY_BYTES, Recorded, Topic, Work};
 use todo_core::outbox::Claimed;
 use todo_core::subscriptions::{REMINDERS_ROUTE, TASKS_ROUTE};
 use todo_core::tasks::{store, time};
@@ -90,14 +90,18 @@ async fn read_body(req: Request) -> Result<Bytes, Ack> {
     }
 }
 
-/// How often the intake reads the completed task again when it changed between read and write.
+/// How often the intake reads the completed task when the event's copy was not the stored
+/// row, or the row changed between read and write.
 const READ_ATTEMPTS: usize = 3;
 
 /// Carries out what the delivery causes. Only a completion of a recurring task touches the
-/// database: the stored task, not the event, decides whether a next occurrence follows.
+/// database: the stored task, not the event, decides whether a next occurrence follows. The
+/// first attempt writes from the event's copy, guarded by every column of the stored row; a
+/// copy that is not the stored row (forged, altered, stale), or one that says nothing follows,
+/// leaves the decision to the stored row, read.
 async fn act(delivery: &Delivery) -> Result<(), ApiError> {
-    let (user_id, task_id) = match intake::plan(delivery) {
-        Work::ReadTask { user_id, task_id } => (user_id, task_id),
+    let copy = match intake::plan(delivery) {
+        Work::CheckTask(copy) => copy,
         Work::Acknowledge(_) | Work::CreateNext(_) => return Ok(()),
     };
     let topics = settings::Events::load()
@@ -105,12 +109,21 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         .topics(delivery.traceparent.clone());
     let database = settings::Database::load().await?;
     let db = Db::open(&database.url).await?;
-    for _ in 0..READ_ATTEMPTS {
+    let (user_id, task_id) = (copy.user_id.clone(), copy.id);
+    let mut attempt = Some(*copy);
+    for _ in 0..=READ_ATTEMPTS {
         let now = time::now();
-        let stored = db.tasks(store::get(&user_id, task_id)).await?.pop();
-        let work = intake::next_occurrence(stored.as_ref(), Uuid::now_v7(), now);
-        let (stored, next) = match (stored, work) {
-            (Some(stored), Work::CreateNext(next)) => (stored, next),
+        let (candidate, guard) = match attempt.take() {
+            Some(copy) => (Some(copy), Guard::Copy),
+            None => (
+                db.tasks(store::get(&user_id, task_id)).await?.pop(),
+                Guard::Version,
+            ),
+        };
+        let work = intake::next_occurrence(candidate.as_ref(), Uuid::now_v7(), now);
+        let (source, next) = match (candidate, work) {
+            (Some(source), Work::CreateNext(next)) => (source, next),
+            (_, _) if guard == Guard::Copy => continue,
             (_, other) => {
                 nothing_to_do(delivery, other);
                 return Ok(());
@@ -120,8 +133,14 @@ async fn act(delivery: &Delivery) -> Result<(), ApiError> {
         // completed task, is scheduled in the same statement that creates it.
         let rows = topics.created(&next, now);
         let claim = publish::claim_for_write(&next.user_id);
-        let statement =
-            intake::record_next_occurrence(&delivery.key, &stored, &next, &rows, claim.as_ref());
+        let statement = intake::record_next_occurrence(
+            &delivery.key,
+            &source,
+            guard,
+            &next,
+            &rows,
+            claim.as_ref(),
+        );
         let written = db.rows(statement).await?;
         let row = written.first().map(Vec::as_slice).unwrap_or_default();
         let recorded = Recorded::decode(row).map_err(ApiError::internal)?;

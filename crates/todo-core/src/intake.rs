@@ -22,12 +22,16 @@
 //! - `SUCCESS` otherwise, including events handled before.
 //!
 //! # What events cause
-//! Only `task.completed` of a completed recurring task does something: the intake reads the task it
-//! names (scoped by the event's user), and only if that task exists and is still completed and
-//! recurring ([`next_occurrence`]) creates the next occurrence from the stored row (see `series`)
-//! and its `task.created` event, in one statement with the `processed_events` marker of the event,
-//! guarded by the version read ([`record_next_occurrence`]). The event's own copy of the task is
-//! never trusted: anyone able to publish to the topic could forge it. Every other event is
+//! Only `task.completed` of a completed recurring task does something: the next occurrence is
+//! created from the completed task (see `series`) with its `task.created` event, in one
+//! statement with the `processed_events` marker of the event ([`record_next_occurrence`]).
+//! The stored row decides, never the event alone: anyone able to publish to the topic could
+//! forge one. The statement first tries the event's copy of the task and writes only if the
+//! stored row (scoped by the event's user) holds that copy in every column ([`Guard::Copy`]):
+//! the genuine, current completion, which is nearly every delivery, costs no read. Otherwise
+//! the intake reads the task, and only if it exists and is still completed and recurring
+//! ([`next_occurrence`]) writes from the stored row, guarded by the version read
+//! ([`Guard::Version`]). Every other event is
 //! acknowledged without touching the database, and so leaves no marker: there is nothing to
 //! de-duplicate. The engine only ever emits `task.created` (and `reminder.scheduled` when the next
 //! occurrence carries a reminder), which causes no work, so it cannot loop. Reminder events are
@@ -313,16 +317,15 @@ fn task_event(kind: &str, user: UserId, value: Value) -> Result<IncomingEvent, R
 pub enum Work {
     /// Nothing: acknowledge it. The reason is for the log.
     Acknowledge(&'static str),
-    /// A completion of a recurring task: read the task (scoped by the event's user), whose
-    /// stored row decides ([`next_occurrence`]). The event names the task; it is not trusted
-    /// for anything else.
-    ReadTask { user_id: String, task_id: Uuid },
+    /// A completion of a recurring task, with the event's copy of the task: the stored row
+    /// decides whether and what follows (see the module's "What events cause").
+    CheckTask(Box<Task>),
     /// Create this task, the next occurrence of a completed recurring task.
     CreateNext(Box<Task>),
 }
 
 /// Decides from the event alone what `delivery` causes: most events nothing, a completion of
-/// a recurring task a look at the stored task.
+/// a recurring task a check against the stored task.
 pub fn plan(delivery: &Delivery) -> Work {
     match &delivery.event {
         IncomingEvent::Reminder => Work::Acknowledge("reminder events are for notifiers"),
@@ -333,15 +336,13 @@ pub fn plan(delivery: &Delivery) -> Work {
         IncomingEvent::TaskCompleted(task) if task.recurrence.is_none() => {
             Work::Acknowledge("the task does not recur")
         }
-        IncomingEvent::TaskCompleted(task) => Work::ReadTask {
-            user_id: task.user_id.clone(),
-            task_id: task.id,
-        },
+        IncomingEvent::TaskCompleted(task) => Work::CheckTask(task.clone()),
     }
 }
 
-/// Decides from the stored row of the task a completion names, `None` when the event's user
-/// has no such task: the next occurrence, with id `id` and created at `now`, follows only a
+/// Decides from `stored`, the task a completion names as stored or as the event's copy
+/// (checked against the stored row when written, [`Guard::Copy`]), `None` when the event's
+/// user has no such task: the next occurrence, with id `id` and created at `now`, follows only a
 /// task that exists and is still completed and recurring. So an event published by someone
 /// else, or one delivered after the task was re-opened or deleted, creates nothing.
 pub fn next_occurrence(stored: Option<&Task>, id: Uuid, now: DateTime<Utc>) -> Work {
@@ -358,19 +359,34 @@ pub fn next_occurrence(stored: Option<&Task>, id: Uuid, now: DateTime<Utc>) -> W
     }
 }
 
+/// How [`record_next_occurrence`] makes sure that the completed task a next occurrence
+/// follows from is the stored one, unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The task is the event's copy, never read: the stored row must hold it in every column
+    /// but the version (`store::push_holds`; `updated_at` changes with every write). A forged,
+    /// altered or stale copy writes nothing.
+    Copy,
+    /// The task was read: the stored row must still have the version read.
+    Version,
+}
+
 /// Records `key` as processed and, only if it was not processed before, inserts `next` with
 /// its events; the task is skipped when its series already has that occurrence. One
 /// statement, so the marker and its effect commit together. All of it happens only while
-/// `source`, the completed task `next` follows, is as it was read (same version, still
-/// completed): a change in between (re-opened, deleted, edited, a reminder firing) makes the
-/// statement write nothing, and the intake reads the task again.
+/// `source`, the completed task `next` follows, is the stored row, as `guard` checks, and
+/// still completed: a change in between (re-opened, deleted, edited, a reminder firing) or a
+/// copy the stored row does not hold makes the statement write nothing, and the intake reads
+/// the task (again).
 ///
 /// Returns one row: `(source unchanged, markers inserted, tasks inserted)`, each 0 or 1.
 /// `(1, 0, 0)`: the event was handled before. `(1, 1, 0)`: another event (an earlier
 /// completion of the same task) created this occurrence already. `(0, 0, 0)`: read again.
+/// With a `claim`, the claim's columns follow (`outbox::Claimed::decode`).
 pub fn record_next_occurrence(
     key: &EventKey,
     source: &Task,
+    guard: Guard,
     next: &Task,
     events: &[OutboxRow],
     claim: Option<&WriteClaim>,
@@ -378,9 +394,15 @@ pub fn record_next_occurrence(
     let mut sql = Builder::new("with source as (select 1 from tasks where id = ");
     let task = sql.typed(SqlValue::Uuid(source.id), "uuid");
     let user = sql.typed(SqlValue::Text(source.user_id.clone()), "text");
-    let version = sql.typed(SqlValue::Int64(source.version), "int8");
+    let unchanged = match guard {
+        Guard::Version => {
+            let version = sql.typed(SqlValue::Int64(source.version), "int8");
+            format!("version = {version}")
+        }
+        Guard::Copy => store::push_holds(&mut sql, source),
+    };
     sql.push(&format!(
-        "{task} and user_id = {user} and version = {version} and completed), \
+        "{task} and user_id = {user} and {unchanged} and completed), \
          processed as (insert into processed_events (source, event_id) select "
     ));
     let event_source = sql.typed(SqlValue::Text(key.source.clone()), "text");
@@ -401,7 +423,8 @@ pub fn record_next_occurrence(
 /// What [`record_next_occurrence`] did, read from its one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// The completed task changed since it was read: read it again.
+    /// The completed task is not the stored one, or changed since it was read: read it
+    /// (again).
     SourceChanged,
     /// The next occurrence was created, with its events.
     Created,
@@ -465,7 +488,7 @@ mod tests {
     /// `plan`, with the event's own copy of the task standing in for the stored row.
     fn plan_event(delivery: &Delivery, id: Uuid, now: DateTime<Utc>) -> Work {
         match (plan(delivery), &delivery.event) {
-            (Work::ReadTask { .. }, IncomingEvent::TaskCompleted(task)) => {
+            (Work::CheckTask(_), IncomingEvent::TaskCompleted(task)) => {
                 next_occurrence(Some(task), id, now)
             }
             (work, _) => work,
@@ -907,7 +930,8 @@ mod tests {
             panic!("no next occurrence");
         };
         let events = [context().created(&next, now())];
-        let statement = record_next_occurrence(&delivery.key, &done, &next, &events, None);
+        let statement =
+            record_next_occurrence(&delivery.key, &done, Guard::Version, &next, &events, None);
         let sql = &statement.sql;
         assert!(
             sql.starts_with("with source as (select 1 from tasks where id = $1::uuid and user_id = $2::text and version = $3::int8 and completed)"),
@@ -947,17 +971,18 @@ mod tests {
     }
 
     /// The stored row decides, not the event: a completion whose task is gone, re-opened or no
-    /// longer recurring creates nothing, and the event alone only ever asks to read the task.
+    /// longer recurring creates nothing, and the event alone only ever asks for a check of its
+    /// copy against the stored row.
     #[test]
     fn the_stored_task_decides_whether_a_next_occurrence_follows() {
         let (done, completed) = completed_event();
         let delivery = tasks(&completed).expect("valid");
+        let Work::CheckTask(copy) = plan(&delivery) else {
+            panic!("a completion of a recurring task is checked");
+        };
         assert_eq!(
-            plan(&delivery),
-            Work::ReadTask {
-                user_id: done.user_id.clone(),
-                task_id: done.id
-            }
+            (copy.id, copy.user_id.as_str()),
+            (done.id, done.user_id.as_str())
         );
         let id = Uuid::now_v7();
         assert!(matches!(
@@ -983,6 +1008,51 @@ mod tests {
             panic!("a next occurrence");
         };
         assert_eq!((next.id, next.title.as_str()), (id, "Edited since"));
+    }
+
+    /// The event's copy is written from only where the stored row holds it: the same
+    /// statement, with every column compared instead of the version.
+    #[test]
+    fn a_next_occurrence_from_the_event_s_copy_requires_the_stored_row_to_hold_it() {
+        let (_, completed) = completed_event();
+        let delivery = tasks(&completed).expect("valid");
+        let Work::CheckTask(copy) = plan(&delivery) else {
+            panic!("a completion of a recurring task is checked");
+        };
+        let Work::CreateNext(next) = next_occurrence(Some(&copy), Uuid::now_v7(), now()) else {
+            panic!("no next occurrence");
+        };
+        let events = [context().created(&next, now())];
+        let by_copy =
+            record_next_occurrence(&delivery.key, &copy, Guard::Copy, &next, &events, None);
+        let by_version =
+            record_next_occurrence(&delivery.key, &copy, Guard::Version, &next, &events, None);
+        let source = |sql: &str| sql[..sql.find("), processed as").expect("a source")].to_owned();
+        let checked = source(&by_copy.sql);
+        assert!(
+            checked.starts_with(
+                "with source as (select 1 from tasks where id = $1::uuid and user_id = $2::text and row(id, user_id, title, "
+            ),
+            "{checked}"
+        );
+        assert!(checked.ends_with(" and completed"), "{checked}");
+        assert!(!checked.contains("version"), "{checked}");
+        assert!(source(&by_version.sql).contains("version = $3::int8"));
+        // The rest of the statement is the same write.
+        let rest = |sql: &str| sql[sql.find("), processed as").expect("a source")..].to_owned();
+        let renumbered = |statement: &Statement| {
+            let mut sql = rest(&statement.sql);
+            for n in (1..=statement.params.len()).rev() {
+                sql = sql.replace(&format!("${n}:"), "$_:");
+            }
+            sql
+        };
+        assert_eq!(renumbered(&by_copy), renumbered(&by_version));
+        let placeholders = (1..=200)
+            .take_while(|n| by_copy.sql.contains(&format!("${n}:")))
+            .count();
+        assert_eq!(placeholders, by_copy.params.len());
+        assert!(!by_copy.sql.contains("Pay rent"), "values are parameters");
     }
 
     #[test]

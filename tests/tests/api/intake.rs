@@ -855,6 +855,69 @@ mod host_only {
             .status()
     }
 
+    /// The database statements the intake sends while `event` is delivered and answered.
+    async fn statements_for(app: &TestApp, event: &Value) -> u64 {
+        let host = app.host().expect("the test host");
+        let before = host.statements_sent("event-intake");
+        assert_success(&deliver(app, &app.dapr, "tasks", event).await);
+        host.statements_sent("event-intake") - before
+    }
+
+    /// A genuine completion, the event Dapr delivers nearly every time, is checked against the
+    /// stored row in the statement that records the next occurrence: two statements (record;
+    /// mark published and release the lease), no read. Every column takes part, so the tasks
+    /// carry all of them: description, tags, due time, both kinds of reminder, a rule with a
+    /// time zone and a count.
+    #[tokio::test]
+    async fn a_genuine_completion_is_recorded_without_reading_the_task() {
+        let app = spawn_app().await;
+        for body in [
+            json!({"title": "Water plants", "recurrence": {"frequency": "daily"}}),
+            json!({"title": "Stand-up", "description": "daily sync", "priority": "high",
+                   "tags": ["work", "Team"], "due_at": "2026-03-02T09:00:00+01:00",
+                   "remind_before_minutes": 15,
+                   "recurrence": {"frequency": "weekly", "timezone": "Europe/Berlin",
+                                  "count": 5}}),
+            json!({"title": "Rent", "priority": "low", "due_at": "2026-03-01T09:00:00Z",
+                   "remind_at": "2026-02-28T18:00:00Z", "recurrence": {"frequency": "monthly"}}),
+        ] {
+            let (task, completed) = complete_recurring(&app, body).await;
+            publishing_settled(&app).await;
+            assert_eq!(statements_for(&app, &completed).await, 2, "{task}");
+            let rows = series_rows(&app, id_of(&task)).await;
+            assert_eq!(rows.len(), 2, "{rows:?}");
+            assert_eq!(processed_markers(&app, &completed).await, 1);
+            publishing_settled(&app).await;
+            // A redelivery is answered from the marker, in one statement.
+            assert_eq!(statements_for(&app, &completed).await, 1);
+            assert_eq!(series_rows(&app, id_of(&task)).await.len(), 2);
+        }
+    }
+
+    /// A copy the stored row does not hold (altered here; forged or stale alike) writes nothing
+    /// from the copy: the task is read and the next occurrence follows the stored row.
+    #[tokio::test]
+    async fn a_copy_that_is_not_the_stored_row_is_read_past() {
+        let app = spawn_app().await;
+        let (task, completed) = complete_recurring(
+            &app,
+            json!({"title": "Pay rent", "tags": ["home"], "recurrence": {"frequency": "monthly"}}),
+        )
+        .await;
+        publishing_settled(&app).await;
+        let mut altered = completed.clone();
+        altered["data"]["task"]["tags"] = json!(["home", "mallory"]);
+        assert_eq!(
+            statements_for(&app, &altered).await,
+            4,
+            "the copy's record writes nothing; read, record, mark follow"
+        );
+        let rows = series_rows(&app, id_of(&task)).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let next = app.get_task(&rows[1].1.to_string()).await.json();
+        assert_eq!(next["tags"], json!(["home"]), "{next}");
+    }
+
     #[tokio::test]
     async fn sidecar_routes_refuse_callers_on_other_hosts_unless_turned_off() {
         let app = spawn_app().await;

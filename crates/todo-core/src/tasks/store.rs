@@ -181,6 +181,26 @@ pub fn decode(values: &[SqlValue]) -> Result<Task, String> {
     decoded.map_err(|e| format!("task {id}: {e}"))
 }
 
+/// A condition on a row of `tasks`: true when it holds `task` in every column that selects
+/// read back, its version aside (an event's copy of a task carries none, and `updated_at`
+/// changes with every write). The row is found by its key outside this condition, which no
+/// index serves.
+pub fn push_holds(sql: &mut Builder, task: &Task) -> String {
+    let (columns, values): (Vec<&str>, Vec<String>) = STORED
+        .iter()
+        .filter(|s| s.selected && s.column.name != "version")
+        .map(|s| {
+            let value = sql.typed((s.value)(task), s.column.sql_type);
+            (s.column.expr.unwrap_or(s.column.name), value)
+        })
+        .unzip();
+    format!(
+        "row({}) is not distinct from row({})",
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
 /// `remind_before_minutes`: only a relative reminder has it.
 fn minutes_value(task: &Task) -> SqlValue {
     task.reminder
@@ -442,6 +462,33 @@ mod tests {
         assert!(bad_rule.contains("unreadable recurrence"), "{bad_rule}");
         assert!(with("title", SqlValue::Null).contains("title"));
         assert!(decode(&values[1..]).is_err(), "a column short");
+    }
+
+    #[test]
+    fn holding_a_task_compares_every_column_read_back_but_the_version() {
+        let task = task();
+        let mut sql = Builder::new("select 1 from tasks where ");
+        let condition = push_holds(&mut sql, &task);
+        sql.push(&condition);
+        let statement = sql.build();
+        let compared = SELECTED.len() - 1;
+        assert_eq!(statement.params.len(), compared);
+        assert_eq!(placeholders(&statement.sql), compared);
+        assert!(
+            condition.starts_with("row(id, user_id, title, description, completed, "),
+            "{condition}"
+        );
+        assert!(condition.contains("coalesce(series_id, id)"), "{condition}");
+        assert!(!condition.contains("version"), "{condition}");
+        assert!(!condition.contains("tag_keys"), "{condition}");
+        assert!(
+            condition.contains(") is not distinct from row($1::uuid, $2::text, $3::text"),
+            "{condition}"
+        );
+        assert!(
+            !statement.sql.contains("drop table"),
+            "values are parameters"
+        );
     }
 
     #[test]

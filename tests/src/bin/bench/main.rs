@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use todo_core::events::EventContext;
-use todo_core::intake::{self, Topic, Work};
+use todo_core::intake::{self, Guard, Topic, Work};
 use todo_core::prefer;
 use todo_core::tasks::{self, ListQuery, Task, TaskChanges, UserId, store, time};
 use todo_test_host::dapr::{AppClient as _, DaprDouble, HttpApp};
@@ -768,25 +768,28 @@ async fn scenario_intake(bench: &mut Bench, concurrency: usize) -> Result<()> {
             let delivery = intake::parse(Topic::Tasks, Some(CLOUDEVENTS_JSON), body.as_bytes())
                 .map_err(api)?;
             let now = time::now();
-            let Work::ReadTask { user_id, task_id } = intake::plan(&delivery) else {
+            let Work::CheckTask(copy) = intake::plan(&delivery) else {
                 bail!("the event causes no work");
             };
-            let stored = floor::tasks(&client, &store::get(&user_id, task_id))
-                .await?
-                .pop()
-                .context("the completed copy is stored")?;
-            let Work::CreateNext(next) =
-                intake::next_occurrence(Some(&stored), Uuid::now_v7(), now)
+            // As the intake does: the event's copy, written from only if the stored row
+            // holds it (`Guard::Copy`), so no read.
+            let Work::CreateNext(next) = intake::next_occurrence(Some(&copy), Uuid::now_v7(), now)
             else {
-                bail!("the stored task causes no work");
+                bail!("the completed task causes no work");
             };
             let events = EventContext {
                 traceparent: delivery.traceparent.clone(),
                 ..events
             };
             let rows = [events.created(&next, now)];
-            let statement =
-                intake::record_next_occurrence(&delivery.key, &stored, &next, &rows, None);
+            let statement = intake::record_next_occurrence(
+                &delivery.key,
+                &copy,
+                Guard::Copy,
+                &next,
+                &rows,
+                None,
+            );
             let result = floor::run(&client, &statement).await?;
             let row = result.first().context("no result row")?;
             let counts: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
