@@ -1038,3 +1038,65 @@ async fn an_expired_idempotency_key_creates_again_and_is_pruned() {
         .get(0);
     assert_eq!(keys, 0);
 }
+
+/// Round trips to PostgreSQL, counted by the host: a control only the host has.
+mod host_only {
+    use super::*;
+
+    /// Runs `call` and returns what it answered with the statements tasks-api sent for it.
+    async fn statements<T>(app: &TestApp, call: impl std::future::Future<Output = T>) -> (T, u64) {
+        let host = app.host().expect("the test host");
+        let before = host.statements_sent("tasks-api");
+        let answer = call.await;
+        (answer, host.statements_sent("tasks-api") - before)
+    }
+
+    /// Each request sends the fewest statements its work allows, each a prepare and an
+    /// execute through Spin's pg host: a read is one; a write is its change (which stores the
+    /// events and claims the publishing lease) and, after the publish, the mark that releases
+    /// the lease; an update or a delete first reads the task it changes.
+    #[tokio::test]
+    async fn each_request_sends_the_fewest_statements_its_work_allows() {
+        let app = spawn_app().await;
+        let (created, sent) = statements(
+            &app,
+            app.post_task(
+                json!({"title": "Count", "tags": ["a"], "due_at": "2026-05-01T09:30:00Z",
+                                 "remind_before_minutes": 10}),
+            ),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        assert_eq!(sent, 2, "insert with events and claim; mark and release");
+        let id = id_of(&created.json());
+
+        let (got, sent) = statements(&app, app.get_task(&id)).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(sent, 1, "get by id");
+
+        let (listed, sent) = statements(&app, app.list("limit=10")).await;
+        assert_eq!(listed.status, StatusCode::OK);
+        assert_eq!(listed.json()["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(sent, 1, "one page of a list");
+
+        let (patched, sent) =
+            statements(&app, app.patch_task(&id, json!({"title": "Counted"}))).await;
+        assert_eq!(patched.status, StatusCode::OK);
+        assert_eq!(sent, 3, "read, update with events and claim, mark");
+
+        let (completed, sent) = statements(&app, app.complete(&id, None)).await;
+        assert_eq!(completed.status, StatusCode::OK);
+        assert_eq!(sent, 3, "read, update with events and claim, mark");
+
+        let (deleted, sent) = statements(&app, app.delete_task(&id)).await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        assert_eq!(sent, 3, "read, delete with events and claim, mark");
+
+        let (missing, sent) = statements(&app, app.get_task(&id)).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(sent, 1);
+        let (refused, sent) = statements(&app, app.post_task(json!({"title": ""}))).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(sent, 0, "invalid input never reaches the database");
+    }
+}
