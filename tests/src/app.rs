@@ -16,6 +16,7 @@
 //! a response whose head and body leave in separate writes waits for the client's delayed ACK
 //! here exactly as it does on Spin. [`App::handle`] runs the same path and collects the body.
 
+use crate::calls::HostCalls;
 use crate::host::{self, ComponentContext, HostState, IntoAnyhow as _};
 use crate::manifest::Manifest;
 use crate::outbound::OutboundClient;
@@ -138,8 +139,8 @@ struct Inner {
     router: Router,
     handlers: HashMap<String, ProxyHandler<ComponentHandler>>,
     descriptions: HashMap<String, String>,
-    /// Each routed component's `spin:postgres` context.
-    databases: HashMap<String, PgContext>,
+    /// What each routed component's instances asked of the host.
+    calls: HashMap<String, HostCalls>,
     log: bool,
 }
 
@@ -205,7 +206,7 @@ impl App {
         let linker = host::linker()?;
         let mut handlers = HashMap::new();
         let mut descriptions = HashMap::new();
-        let mut databases = HashMap::new();
+        let mut calls = HashMap::new();
         for (id, config) in &manifest.components {
             // Only routed components are instantiated, as Spin does.
             if !manifest.routes.iter().any(|(c, _)| c == id) {
@@ -221,16 +222,17 @@ impl App {
                 format!("component {id:?} does not export wasi:http/handler@0.3")
             })?;
             let allowed_hosts = Arc::new(config.allowed_hosts.clone());
-            let pg = PgContext::new(pools.clone(), allowed_hosts.clone());
-            databases.insert(id.clone(), pg.clone());
+            let counted = HostCalls::default();
+            calls.insert(id.clone(), counted.clone());
             let context = ComponentContext {
                 id: id.as_str().into(),
                 variables: Arc::new(config.variables.clone()),
                 environment: config.environment.clone(),
-                pg,
+                pg: PgContext::new(pools.clone(), allowed_hosts.clone()),
                 outbound: outbound.clone(),
                 allowed_hosts,
                 log_guest_output: log,
+                calls: counted,
             };
             handlers.insert(
                 id.clone(),
@@ -244,18 +246,15 @@ impl App {
             router,
             handlers,
             descriptions,
-            databases,
+            calls,
             log,
         })))
     }
 
-    /// The database statements `component` has sent so far (0 for one that is not routed):
-    /// each costs a prepare and an execute through Spin's pg host.
-    pub fn statements_sent(&self, component: &str) -> u64 {
-        self.0
-            .databases
-            .get(component)
-            .map_or(0, PgContext::statements_sent)
+    /// What `component`'s instances have asked of the host so far (all zero for one that is
+    /// not routed).
+    pub fn host_calls(&self, component: &str) -> HostCalls {
+        self.0.calls.get(component).cloned().unwrap_or_default()
     }
 
     /// The routes as `spin up` lists them: `(route, component, description)`.

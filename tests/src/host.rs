@@ -8,6 +8,7 @@
 
 use crate::allowed_hosts::{AllowedHosts, OutboundUrl};
 use crate::bindings::spin::{postgres::postgres, variables::variables};
+use crate::calls::HostCalls;
 use crate::outbound::OutboundClient;
 use crate::postgres::PgContext;
 use anyhow::{Context as _, Result};
@@ -135,6 +136,8 @@ pub struct ComponentContext {
     pub outbound: OutboundClient,
     /// Whether guest stdout/stderr and refused outbound requests are printed.
     pub log_guest_output: bool,
+    /// What the component's instances asked of the host, counted.
+    pub calls: HostCalls,
 }
 
 impl ComponentContext {
@@ -156,6 +159,7 @@ impl ComponentContext {
             pg: self.pg.clone(),
             variables: self.variables.clone(),
             component_id: self.id.clone(),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -169,6 +173,7 @@ pub struct HostState {
     pub(crate) pg: PgContext,
     pub(crate) variables: Arc<HashMap<String, String>>,
     pub(crate) component_id: Arc<str>,
+    pub(crate) calls: HostCalls,
 }
 
 impl WasiView for HostState {

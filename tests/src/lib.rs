@@ -9,6 +9,7 @@
 
 pub mod allowed_hosts;
 pub mod app;
+pub mod calls;
 pub mod dapr;
 mod host;
 pub mod manifest;
@@ -21,6 +22,7 @@ pub mod testing;
 pub mod variables;
 
 pub use app::{App, ReuseConfig};
+pub use calls::HostCalls;
 
 /// Host bindings for the Spin interfaces, generated from the WIT in `tests/wit`.
 #[allow(

@@ -28,7 +28,6 @@ use crate::host::HostState;
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
@@ -110,9 +109,6 @@ fn create_pool(address: &str) -> anyhow::Result<deadpool_postgres::Pool> {
 pub struct PgContext {
     pools: Arc<Pools>,
     allowed_hosts: Arc<AllowedHosts>,
-    /// Statements the component sent, each a round trip or two through Spin's host: what
-    /// tests of the number of round trips per request read ([`crate::App::statements_sent`]).
-    statements: Arc<AtomicU64>,
 }
 
 impl PgContext {
@@ -121,17 +117,7 @@ impl PgContext {
         Self {
             pools,
             allowed_hosts,
-            statements: Arc::default(),
         }
-    }
-
-    /// Statements sent so far by the component, on all its instances.
-    pub fn statements_sent(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
-    }
-
-    fn count_statement(&self) {
-        self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Checks each host of the connection string as Spin's `AllowedHostChecker` does.
@@ -450,7 +436,7 @@ impl pg::HostConnection for HostState {
         params: Vec<ParameterValue>,
     ) -> PgResult<RowSet> {
         let client = self.table.get(&connection)?.client.clone();
-        self.pg.count_statement();
+        self.calls.count_statement();
         Ok(query(&client, &statement, &params).await)
     }
 
@@ -461,7 +447,7 @@ impl pg::HostConnection for HostState {
         params: Vec<ParameterValue>,
     ) -> PgResult<u64> {
         let client = self.table.get(&connection)?.client.clone();
-        self.pg.count_statement();
+        self.calls.count_statement();
         Ok(execute(&client, &statement, &params).await)
     }
 
@@ -489,7 +475,7 @@ fn client_for_statement<T>(
 ) -> wasmtime::Result<Arc<deadpool_postgres::Object>> {
     accessor.with(|mut access| {
         let host = access.get();
-        host.pg.count_statement();
+        host.calls.count_statement();
         Ok(host.table.get(connection)?.client.clone())
     })
 }

@@ -208,6 +208,7 @@ mod host {
             }
             accessor.with(|mut access| {
                 let host = access.get();
+                host.calls.count_variable_read();
                 Ok(host.variables.get(&name).cloned().ok_or_else(|| {
                     Error::Undefined(format!(
                         "no variable for {:?}.{name:?}",

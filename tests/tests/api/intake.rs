@@ -858,9 +858,9 @@ mod host_only {
     /// The database statements the intake sends while `event` is delivered and answered.
     async fn statements_for(app: &TestApp, event: &Value) -> u64 {
         let host = app.host().expect("the test host");
-        let before = host.statements_sent("event-intake");
+        let before = host.host_calls("event-intake").statements();
         assert_success(&deliver(app, &app.dapr, "tasks", event).await);
-        host.statements_sent("event-intake") - before
+        host.host_calls("event-intake").statements() - before
     }
 
     /// A genuine completion, the event Dapr delivers nearly every time, is checked against the

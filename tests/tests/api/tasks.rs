@@ -1046,9 +1046,9 @@ mod host_only {
     /// Runs `call` and returns what it answered with the statements tasks-api sent for it.
     async fn statements<T>(app: &TestApp, call: impl std::future::Future<Output = T>) -> (T, u64) {
         let host = app.host().expect("the test host");
-        let before = host.statements_sent("tasks-api");
+        let before = host.host_calls("tasks-api").statements();
         let answer = call.await;
-        (answer, host.statements_sent("tasks-api") - before)
+        (answer, host.host_calls("tasks-api").statements() - before)
     }
 
     /// Each request sends the fewest statements its work allows, each a prepare and an
