@@ -443,6 +443,21 @@ impl TestApp {
             .collect()
     }
 
+    /// The latest event of type `kind` about task `task_id` that the app stored for
+    /// publishing, as the sidecar would deliver it. The outbox row is written in the same
+    /// statement as the change, so it is there as soon as the request has been answered.
+    pub async fn outbox_event(&self, kind: &str, task_id: &str) -> Value {
+        self.db
+            .query_one(
+                "select event from outbox where user_id = $1 and event->>'type' = $2 \
+                 and event->>'subject' = $3 order by seq desc limit 1",
+                &[&self.user, &kind, &task_id],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("no {kind} of {task_id} in the outbox: {e}"))
+            .get(0)
+    }
+
     /// One relay run, as the Dapr cron binding triggers it; returns its summary.
     pub async fn relay(&self) -> Value {
         let response = self

@@ -36,19 +36,8 @@ fn assert_success(outcome: &DeliveryOutcome) {
     );
 }
 
-/// The event of type `kind` about `task_id` that the app stored for publishing (the latest),
-/// as the sidecar would deliver it. The outbox row is written in the same statement as the
-/// change, so it is there as soon as the request has been answered.
 async fn outbox_event(app: &TestApp, kind: &str, task_id: Uuid) -> Value {
-    app.db
-        .query_one(
-            "select event from outbox where user_id = $1 and event->>'type' = $2 \
-             and event->>'subject' = $3 order by seq desc limit 1",
-            &[&app.user, &kind, &task_id.to_string()],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("no {kind} of {task_id} in the outbox: {e}"))
-        .get(0)
+    app.outbox_event(kind, &task_id.to_string()).await
 }
 
 /// Waits until no publisher holds the user's outbox lease, so that the next publish after a

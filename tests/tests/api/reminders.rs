@@ -451,16 +451,7 @@ async fn completing_a_recurring_task_carries_its_reminder_offset_to_the_next_occ
 
         // Act: complete it, and deliver the completion as the sidecar does
         assert_eq!(app.complete(&first, None).await.status, StatusCode::OK);
-        let completed: Value = app
-            .db
-            .query_one(
-                "select event from outbox where user_id = $1 and event->>'type' = 'task.completed' \
-                 and event->>'subject' = $2",
-                &[&app.user, &first],
-            )
-            .await
-            .expect("the completion is in the outbox")
-            .get(0);
+        let completed = app.outbox_event("task.completed", &first).await;
         app.dapr
             .deliver_event(&app.sidecar_view(), "kafka-pubsub", "tasks", &completed)
             .await

@@ -349,16 +349,7 @@ mod host_only {
         let patched = app.patch_task(&id, json!({"title": "Vars again"})).await;
         assert_eq!(patched.status, StatusCode::OK);
         assert_eq!(app.complete(&id, None).await.status, StatusCode::OK);
-        let completed: Value = app
-            .db
-            .query_one(
-                "select event from outbox where user_id = $1 and event->>'type' = 'task.completed' \
-                 and event->>'subject' = $2",
-                &[&app.user, &id],
-            )
-            .await
-            .expect("the completion's event")
-            .get(0);
+        let completed = app.outbox_event("task.completed", &id).await;
         let outcome = app
             .dapr
             .deliver_event(&app.sidecar_view(), "kafka-pubsub", "tasks", &completed)
@@ -385,11 +376,9 @@ mod host_only {
         let app = spawn_app().await;
         let host = app.host().expect("the test host");
         let components = ["tasks-api", "event-intake", "subscriptions"];
+        let reads = || components.map(|c| host.host_calls(c).variable_reads());
         every_route_once(&app).await;
-        let first: Vec<u64> = components
-            .iter()
-            .map(|c| host.host_calls(c).variable_reads())
-            .collect();
+        let first = reads();
         assert!(
             first.iter().all(|&reads| reads > 0),
             "each component read its settings once: {first:?}"
@@ -397,10 +386,7 @@ mod host_only {
         for _ in 0..5 {
             every_route_once(&app).await;
         }
-        let after: Vec<u64> = components
-            .iter()
-            .map(|c| host.host_calls(c).variable_reads())
-            .collect();
+        let after = reads();
         assert_eq!(
             after, first,
             "later requests on the same instances read no variables ({components:?})"
