@@ -33,17 +33,37 @@ pub fn whole_number(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-/// `deserialize_with` for an optional whole number read by [`whole_number`].
-pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<i64>, D::Error> {
+/// `deserialize_with` for an optional whole number read by [`whole_number`] that fits `T`.
+pub fn optional_whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
     use serde::Deserialize as _;
-    match Option::<serde_json::Number>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(n) => whole_number(&n)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number"))),
-    }
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|n| fitting_whole_number(&n))
+        .transpose()
+}
+
+/// `deserialize_with` for a whole number read by [`whole_number`] that fits `T`.
+pub fn required_whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize as _;
+    fitting_whole_number(&serde_json::Number::deserialize(deserializer)?)
+}
+
+fn fitting_whole_number<E: serde::de::Error, T: TryFrom<i64>>(
+    n: &serde_json::Number,
+) -> Result<T, E> {
+    whole_number(n)
+        .and_then(|whole| T::try_from(whole).ok())
+        .ok_or_else(|| {
+            let range = std::any::type_name::<T>();
+            E::custom(format!("{n} is not a whole number that fits {range}"))
+        })
 }
 
 /// Collects field errors so a client sees every problem of a request at once.

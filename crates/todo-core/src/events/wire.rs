@@ -31,7 +31,7 @@ pub struct TaskJson {
     pub priority: String,
     pub tags: Vec<String>,
     pub due_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validation::optional_whole_number")]
     pub remind_before_minutes: Option<u32>,
     #[serde(default)]
     pub remind_at: Option<String>,
@@ -45,7 +45,7 @@ pub struct TaskJson {
     /// own series.
     #[serde(default)]
     pub series_id: Option<Uuid>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validation::required_whole_number")]
     pub occurrence: u32,
     pub created_at: String,
     pub updated_at: String,
@@ -76,7 +76,7 @@ pub struct CompletedData {
     /// compute the next occurrence from the event alone.
     #[serde(default)]
     pub series_anchor: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validation::required_whole_number")]
     pub anchor_occurrence: u32,
 }
 
@@ -97,6 +97,7 @@ pub struct ReminderData {
     /// When the reminder fires (fired).
     pub remind_at: String,
     /// Set when the reminder is relative to the due time.
+    #[serde(default, deserialize_with = "crate::validation::optional_whole_number")]
     pub remind_before_minutes: Option<u32>,
 }
 
@@ -398,6 +399,53 @@ mod tests {
             completed,
             Ok(Task { version: 0, ..task }),
             "a completion anchors"
+        );
+    }
+
+    /// JSON Schema's `integer` includes `30.0`, so a producer that writes whole numbers with
+    /// a fraction part still publishes valid events; a fraction or a negative count is not.
+    #[test]
+    fn whole_numbers_with_a_fraction_part_are_read_as_integers() {
+        let task = Task {
+            occurrence: 2,
+            anchor_occurrence: 1,
+            ..task()
+        };
+        let mut completed = serde_json::to_value(CompletedData::new(&task)).expect("json");
+        completed["anchor_occurrence"] = serde_json::json!(1.0);
+        completed["task"]["occurrence"] = serde_json::json!(2.0);
+        completed["task"]["remind_before_minutes"] = serde_json::json!(30.0);
+        let read: CompletedData = serde_json::from_value(completed.clone()).expect("valid");
+        assert_eq!(read, CompletedData::new(&task));
+        let at = parse_utc("2026-05-01T08:30:00Z").expect("valid");
+        let mut reminder =
+            serde_json::to_value(ReminderData::new(task.id, "t", at, at, Some(30))).expect("json");
+        reminder["remind_before_minutes"] = serde_json::json!(30.0);
+        let read: ReminderData = serde_json::from_value(reminder).expect("valid");
+        assert_eq!(read.remind_before_minutes, Some(30));
+
+        for (path, value) in [
+            ("/task/remind_before_minutes", serde_json::json!(30.5)),
+            ("/task/occurrence", serde_json::json!(-1)),
+            ("/anchor_occurrence", serde_json::json!(1.5)),
+        ] {
+            let mut bad = completed.clone();
+            *bad.pointer_mut(path).expect("the field") = value.clone();
+            let error = serde_json::from_value::<CompletedData>(bad).expect_err(path);
+            assert!(
+                error.to_string().contains("not a whole number"),
+                "{path}: {error}"
+            );
+        }
+        let mut absent = completed;
+        absent["task"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("occurrence");
+        let read: CompletedData = serde_json::from_value(absent).expect("valid");
+        assert_eq!(
+            read.task.occurrence, 0,
+            "events from before series have none"
         );
     }
 
