@@ -3,7 +3,7 @@
 //! component's router uses too.
 
 use super::schemas::{any_case_word, date_time_input, trimmed};
-use crate::tasks::idempotency::MAX_KEY_BYTES;
+use crate::tasks::idempotency::{self, MAX_KEY_BYTES};
 use crate::tasks::list::{DEFAULT_LIMIT, MAX_LIMIT, Q_MAX};
 use crate::tasks::model::{TAG_MAX, TAGS_MAX, USER_ID_MAX};
 use crate::tasks::routes;
@@ -206,7 +206,7 @@ pub fn all() -> Value {
         "schema": {"type": "string", "format": "uuid"},
     });
     let idempotency_key = json!({
-        "name": "Idempotency-Key", "in": "header", "required": false,
+        "name": spelled(idempotency::HEADER), "in": "header", "required": false,
         "description": "the same key with the same body within 24 h answers the first answer again (Idempotent-Replayed: true); with another body 422",
         "schema": {"type": "string", "pattern": format!(
             "^(?:\"(?:[ !#-\\[\\]-~]|\\\\[\"\\\\]){{1,{MAX_KEY_BYTES}}}\"|[!#-+\\--:<-\\[\\]-~]{{1,{MAX_KEY_BYTES}}})$"
@@ -217,7 +217,7 @@ pub fn all() -> Value {
     let mut created_headers = Map::new();
     created_headers.insert("Location".to_owned(), header("the task's path"));
     created_headers.insert(
-        REPLAYED_HEADER.to_owned(),
+        spelled(idempotency::REPLAYED),
         header("true when this repeats an earlier answer under the same Idempotency-Key"),
     );
 
@@ -332,15 +332,32 @@ pub fn all() -> Value {
     Value::Object(paths)
 }
 
-const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+/// A header of the app's own as documents spell it (`idempotency-key` -> `Idempotency-Key`).
+/// Header names match whatever their case; the constants the API reads and writes them by are
+/// lower-case, and the document takes its names from them.
+fn spelled(name: &str) -> String {
+    name.split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::idempotency::REPLAYED;
 
     #[test]
-    fn the_replayed_header_is_the_one_the_api_sends() {
-        assert_eq!(REPLAYED_HEADER.to_ascii_lowercase(), REPLAYED);
+    fn the_app_s_own_headers_are_spelled_from_the_names_the_api_uses() {
+        assert_eq!(spelled(idempotency::HEADER), "Idempotency-Key");
+        assert_eq!(spelled(idempotency::REPLAYED), "Idempotent-Replayed");
+        let document = all();
+        let create = &document["/api/{user_id}/tasks"]["post"];
+        assert_eq!(create["parameters"][0]["name"], "Idempotency-Key");
+        assert!(create["responses"]["201"]["headers"]["Idempotent-Replayed"].is_object());
     }
 }
