@@ -435,8 +435,7 @@ impl pg::HostConnection for HostState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> PgResult<RowSet> {
-        let client = self.table.get(&connection)?.client.clone();
-        self.calls.count_statement();
+        let client = self.client_for_statement(&connection)?;
         Ok(query(&client, &statement, &params).await)
     }
 
@@ -446,8 +445,7 @@ impl pg::HostConnection for HostState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> PgResult<u64> {
-        let client = self.table.get(&connection)?.client.clone();
-        self.calls.count_statement();
+        let client = self.client_for_statement(&connection)?;
         Ok(execute(&client, &statement, &params).await)
     }
 
@@ -468,16 +466,16 @@ fn push_connection<T>(
     }
 }
 
-/// The client of `connection`, for one statement about to be sent.
-fn client_for_statement<T>(
-    accessor: &Accessor<T, HasSelf<HostState>>,
-    connection: &Resource<PgConnection>,
-) -> wasmtime::Result<Arc<deadpool_postgres::Object>> {
-    accessor.with(|mut access| {
-        let host = access.get();
-        host.calls.count_statement();
-        Ok(host.table.get(connection)?.client.clone())
-    })
+impl HostState {
+    /// The client of `connection`, for one statement about to be sent (and counted).
+    fn client_for_statement(
+        &mut self,
+        connection: &Resource<PgConnection>,
+    ) -> wasmtime::Result<Arc<deadpool_postgres::Object>> {
+        let client = self.table.get(connection)?.client.clone();
+        self.calls.count_statement();
+        Ok(client)
+    }
 }
 
 impl pg::HostConnectionBuilderWithStore for HasSelf<HostState> {
@@ -511,7 +509,7 @@ impl pg::HostConnectionWithStore for HasSelf<HostState> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> PgResult<u64> {
-        let client = client_for_statement(accessor, &connection)?;
+        let client = accessor.with(|mut access| access.get().client_for_statement(&connection))?;
         Ok(execute(&client, &statement, &params).await)
     }
 
@@ -525,7 +523,7 @@ impl pg::HostConnectionWithStore for HasSelf<HostState> {
         StreamReader<Row>,
         FutureReader<Result<(), Error>>,
     )> {
-        let client = client_for_statement(accessor, &connection)?;
+        let client = accessor.with(|mut access| access.get().client_for_statement(&connection))?;
         let started = match query_async(client, statement, params).await {
             Ok(started) => started,
             Err(e) => return Ok(Err(e)),
